@@ -1,0 +1,31 @@
+"""BatchSizer: run DNN inference under a GPU power cap by moving the batch size on the fly.
+
+The core (batching, telemetry interfaces, controllers, the control loop, the simulator and the
+CLI) needs no torch; real inference lives in :mod:`batchsizer.hw` behind the ``torch`` extra.
+"""
+
+from batchsizer.batching import DynamicBatchSampler, DynamicBatchStream
+from batchsizer.caps import CapFile, CapSchedule, ConstantCap
+from batchsizer.clock import VirtualClock, WallClock
+from batchsizer.errors import BatchSizerError, ConfigError
+from batchsizer.loop import ControlLoop, Window
+from batchsizer.policies import Observation, Setting, make_controller
+
+__all__ = [
+    "BatchSizerError",
+    "CapFile",
+    "CapSchedule",
+    "ConfigError",
+    "ConstantCap",
+    "ControlLoop",
+    "DynamicBatchSampler",
+    "DynamicBatchStream",
+    "Observation",
+    "Setting",
+    "VirtualClock",
+    "WallClock",
+    "Window",
+    "make_controller",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from batchsizer.cli import main
+
+main()

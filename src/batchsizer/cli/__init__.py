@@ -1,0 +1,60 @@
+"""The ``batchsizer`` command. Each subcommand is a module in :mod:`batchsizer.cli.commands`
+exposing ``command`` (a click command); they are found by name, so adding one touches no other file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import sys
+
+import click
+
+from batchsizer import __version__
+from batchsizer.errors import BatchSizerError
+
+
+class _Commands(click.Group):
+    """Finds subcommands lazily and turns user mistakes into one clear line and exit code 2."""
+
+    def _modules(self) -> list[str]:
+        from batchsizer.cli import commands
+
+        return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | {m.replace("_", "-") for m in self._modules()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        module = cmd_name.replace("-", "_")
+        if module not in self._modules():
+            return None
+        return importlib.import_module(f"batchsizer.cli.commands.{module}").command
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BatchSizerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="batchsizer")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the tool does (cap changes, warnings) to stderr.")
+def cli(verbose: bool) -> None:
+    """Run DNN inference under a power cap, as fast as the cap allows, by moving the batch size.
+
+    With no GPU, everything runs on a simulated one (the default device, sim:p40).
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main() -> None:
+    cli(prog_name="batchsizer")

@@ -1,0 +1,142 @@
+"""Options shared by several subcommands, and their parsing into library objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
+from batchsizer.errors import ConfigError
+from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, DEFAULT_CONTROLLER
+from batchsizer.policies.base import check_sizes
+from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_int_list(text: str, field: str) -> tuple[int, ...]:
+    """``"1,2,4,8"`` -> (1, 2, 4, 8), with a message naming the field when it is not that."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(field, f"must be whole numbers separated by commas, like 1,2,4,8; got {text!r}") from None
+    return check_sizes(values, field)
+
+
+def workload_options(f: F) -> F:
+    """--device, --model, --dataset, --items, --images, --seed."""
+    decorators = [
+        click.option(
+            "--device",
+            default=DEFAULT_DEVICE,
+            help="Where to run: sim:p40, sim:v100, sim:a100, sim:h100 (simulated), cuda[:N] or cpu (real).",
+        ),
+        click.option(
+            "--model",
+            default="res101",
+            help="DNN: the paper's IncV1, IncV2, IncV3, MobV1, MobV2, NASNET, PNASNET, Res50, Res101, Res152 on "
+            "sim; torchvision names (resnet50, googlenet, ...) on real devices.",
+        ),
+        click.option("--dataset", default="caltech", help="Input set on sim: imagenet or caltech."),
+        click.option(
+            "--items", default=10_000, type=int, help="Number of images to process (sim, or synthetic input)."
+        ),
+        click.option(
+            "--images",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Folder of images (ImageFolder layout) for real devices; synthetic tensors if left out.",
+        ),
+        click.option("--seed", default=0, type=int, help="Seed for the simulator's noise and variation."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def make_workload_options(**kw: Any) -> WorkloadOptions:
+    if kw["items"] is not None and kw["items"] < 1:
+        raise ConfigError("items", f"must be at least 1, got {kw['items']}")
+    return WorkloadOptions(
+        device=kw["device"],
+        model=kw["model"],
+        dataset=kw["dataset"],
+        items=kw["items"],
+        images=kw["images"],
+        seed=kw["seed"],
+    )
+
+
+def cap_options(f: F) -> F:
+    """--cap, --cap-schedule, --cap-file (one of them)."""
+    decorators = [
+        click.option("--cap", type=float, default=None, help="Power cap in watts [default: 200 on the default job]."),
+        click.option(
+            "--cap-schedule",
+            default=None,
+            help="Cap steps as SECONDS:WATTS,... from the job's start, e.g. 0:200,40:150,80:200.",
+        ),
+        click.option(
+            "--cap-file",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="File holding the cap in watts, re-read while the job runs; bad content keeps the last cap.",
+        ),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def make_cap_source(cap: float | None, cap_schedule: str | None, cap_file: Path | None, default: float) -> CapSource:
+    given = [
+        name
+        for name, v in (("--cap", cap), ("--cap-schedule", cap_schedule), ("--cap-file", cap_file))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ConfigError("cap", f"give only one of --cap, --cap-schedule, --cap-file (got {', '.join(given)})")
+    if cap_schedule is not None:
+        return CapSchedule.parse(cap_schedule)
+    if cap_file is not None:
+        return CapFile(cap_file)
+    return ConstantCap(default if cap is None else cap)
+
+
+def controller_options(f: F) -> F:
+    """--controller, --sizes, --alpha, --initial, --batch-size, --clock."""
+    decorators = [
+        click.option(
+            "--controller",
+            default=DEFAULT_CONTROLLER,
+            help=f"Policy: {', '.join(sorted(CONTROLLERS))}.",
+        ),
+        click.option(
+            "--sizes",
+            default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+            help="Batch sizes the controller may choose, ascending, comma separated.",
+        ),
+        click.option("--alpha", type=float, default=0.8, help="Lower edge of the hold band, as a fraction of the cap."),
+        click.option("--initial", type=int, default=None, help="Starting batch size [default: the smallest size]."),
+        click.option(
+            "--batch-size", type=int, default=None, help="Fixed batch size for static and dvfs [default: 16]."
+        ),
+        click.option("--clock", "clock_mhz", type=int, default=None, help="Fixed SM clock in MHz for static."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def controller_kwargs(**kw: Any) -> dict[str, Any]:
+    return {
+        "sizes": parse_int_list(kw["sizes"], "sizes"),
+        "alpha": kw["alpha"],
+        "initial": kw["initial"],
+        "batch_size": kw["batch_size"],
+        "clock_mhz": kw["clock_mhz"],
+    }

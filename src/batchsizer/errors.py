@@ -1,0 +1,36 @@
+"""Typed errors: user mistakes (shown as one clear line, no traceback) versus device faults."""
+
+from __future__ import annotations
+
+
+class BatchSizerError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(BatchSizerError, ValueError):
+    """A user-supplied value is invalid; the message names the field and what is allowed."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class DeviceError(BatchSizerError):
+    """A device (real or simulated) failed or cannot do what was asked."""
+
+
+class UnsupportedError(DeviceError):
+    """The device has no such knob or sensor (for example no settable clocks)."""
+
+
+class PermissionDeniedError(DeviceError):
+    """Changing a GPU setting needs root or CAP_SYS_ADMIN."""
+
+
+class TelemetryError(DeviceError):
+    """A power reading could not be obtained."""
+
+
+class CapNotMetError(BatchSizerError):
+    """Even the lowest setting draws more than the cap (raised only in strict mode)."""

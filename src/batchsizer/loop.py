@@ -1,0 +1,217 @@
+"""The one control loop, for every device: run a batch, measure, decide each period, apply.
+
+The loop is device-agnostic: a real GPU and the simulator differ only in the :class:`Device` they
+hand it (and the clock that device runs on), never in this code.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchsizer.batching import Batch, DynamicBatchStream
+from batchsizer.caps import CapSource
+from batchsizer.devices import BatchOutcome, Device
+from batchsizer.errors import ConfigError
+from batchsizer.policies.base import Controller, Decision, Observation, Setting
+from batchsizer.summary import Summary, ViolationTracker
+from batchsizer.telemetry import PowerSample, PowerWindow, measure
+
+
+@dataclass(frozen=True)
+class Window:
+    """A control period: ends after ``batches`` batches or ``seconds`` seconds, whichever first."""
+
+    batches: int | None = 10
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.batches is None and self.seconds is None:
+            raise ConfigError("window", "needs a number of batches or of seconds (e.g. 10 batches)")
+        if self.batches is not None and (isinstance(self.batches, bool) or self.batches < 1):
+            raise ConfigError("window", f"batches must be at least 1, got {self.batches}")
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ConfigError("window", f"seconds must be a positive number, got {self.seconds}")
+
+    def closes(self, batches: int, elapsed_s: float) -> bool:
+        if self.batches is not None and batches >= self.batches:
+            return True
+        return self.seconds is not None and elapsed_s >= self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodRecord:
+    """One control period: what was measured and what was decided."""
+
+    observation: Observation
+    window: PowerWindow
+    decision: Decision
+    samples: Sequence[PowerSample]
+
+    def to_fields(self) -> dict[str, Any]:
+        o, d = self.observation, self.decision
+        return {
+            "period": o.period,
+            "start": o.start,
+            "end": o.end,
+            "cap_w": o.cap_w,
+            "peak_w": o.peak_w,
+            "mean_w": o.mean_w,
+            "energy_j": self.window.energy_j,
+            "samples": o.samples,
+            "items": o.items,
+            "batches": o.batches,
+            "throughput": o.throughput,
+            "batch_size": o.setting.batch_size,
+            "clock_mhz": o.setting.clock_mhz,
+            "next_batch_size": d.setting.batch_size,
+            "next_clock_mhz": d.setting.clock_mhz,
+            "reason": d.reason,
+            "state": d.state,
+        }
+
+
+class LoopObserver:
+    """Hooks for whatever watches a job (records, the live view, tests). All optional."""
+
+    def on_start(self, info: dict[str, Any]) -> None: ...
+
+    def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None: ...
+
+    def on_period(self, record: PeriodRecord) -> None: ...
+
+    def on_event(self, kind: str, message: str, **fields: Any) -> None: ...
+
+    def on_end(self, summary: Summary) -> None: ...
+
+
+class ControlLoop:
+    """Runs a batch stream on a device under a cap, with a controller deciding each period."""
+
+    def __init__(
+        self,
+        device: Device,
+        controller: Controller,
+        caps: CapSource,
+        window: Window | None = None,
+        observers: Sequence[LoopObserver] = (),
+        stop_event: threading.Event | None = None,
+        react_to_cap_change: bool = True,
+    ) -> None:
+        self.device = device
+        self.controller = controller
+        self.caps = caps
+        self.window = window or Window()
+        self.observers = list(observers)
+        self.stop_event = stop_event or threading.Event()
+        self.react_to_cap_change = react_to_cap_change
+        self.setting: Setting | None = None
+
+    def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        for obs in self.observers:
+            getattr(obs, hook)(*args, **kwargs)
+
+    def _apply(self, setting: Setting, stream: DynamicBatchStream[Any]) -> None:
+        if setting != self.setting:
+            self.device.apply(setting)
+            stream.batch_size = setting.batch_size
+            self.setting = setting
+
+    def run(self, stream: DynamicBatchStream[Any]) -> Summary:
+        device, clock = self.device, self.device.clock
+        summary = Summary()
+        tracker = ViolationTracker()
+        true_tracker = ViolationTracker() if device.reference_meter is not None else None
+        true_energy = 0.0
+
+        self._apply(self.controller.initial(), stream)
+        job_start = clock.now()
+        cap = self.caps.cap_at(0.0)
+        self._emit(
+            "on_start",
+            {
+                "device": device.describe(),
+                "controller": self.controller.describe(),
+                "cap": repr(self.caps),
+                "window": {"batches": self.window.batches, "seconds": self.window.seconds},
+                "start": job_start,
+            },
+        )
+        period_start = job_start
+        period_items = period_batches = 0
+
+        def close_period(now: float, decide: bool, new_cap: float) -> None:
+            nonlocal period_start, period_items, period_batches, true_energy
+            pw, samples = measure(device.meter, period_start, now)
+            tracker.feed(samples, period_start, now, cap)
+            if pw.valid:
+                summary.energy_j += pw.energy_j
+            if true_tracker is not None and device.reference_meter is not None:
+                tw, tsamples = measure(device.reference_meter, period_start, now)
+                true_tracker.feed(tsamples, period_start, now, cap)
+                if tw.valid:
+                    true_energy += tw.energy_j
+            assert self.setting is not None
+            obs = Observation(
+                period=summary.periods,
+                start=period_start,
+                end=now,
+                cap_w=new_cap,
+                peak_w=pw.peak_w,
+                mean_w=pw.mean_w,
+                items=period_items,
+                batches=period_batches,
+                setting=self.setting,
+                samples=pw.samples,
+            )
+            if decide:
+                decision = self.controller.decide(obs)
+                self._emit("on_period", PeriodRecord(obs, pw, decision, samples))
+                self._apply(decision.setting, stream)
+                summary.periods += 1
+            period_start = now
+            period_items = period_batches = 0
+
+        try:
+            for batch in stream:
+                outcome = device.run_batch(batch)
+                summary.items += len(batch)
+                summary.batches += 1
+                period_items += len(batch)
+                period_batches += 1
+                assert self.setting is not None
+                self._emit("on_batch", summary.batches - 1, batch, outcome, self.setting)
+                now = outcome.end
+                new_cap = self.caps.cap_at(now - job_start)
+                cap_changed = new_cap != cap
+                if cap_changed:
+                    self._emit("on_event", "cap", f"cap changed from {cap:g} W to {new_cap:g} W", old=cap, new=new_cap)
+                if self.window.closes(period_batches, now - period_start) or (cap_changed and self.react_to_cap_change):
+                    close_period(now, True, new_cap)
+                cap = new_cap
+                if self.stop_event.is_set():
+                    summary.interrupted = True
+                    break
+        finally:
+            stream.close() if hasattr(stream, "close") else None
+        end = clock.now()
+        if end > period_start:
+            close_period(end, False, cap)
+        summary.duration_s = end - job_start
+        summary.over_cap_s = tracker.over_s
+        summary.violations = tracker.count
+        summary.longest_violation_s = tracker.longest_s
+        summary.worst_overshoot_w = tracker.worst_overshoot_w
+        if true_tracker is not None:
+            summary.true_power = {
+                "energy_j": true_energy,
+                "over_cap_s": true_tracker.over_s,
+                "violations": true_tracker.count,
+                "longest_violation_s": true_tracker.longest_s,
+                "worst_overshoot_w": true_tracker.worst_overshoot_w,
+            }
+        self._emit("on_end", summary)
+        return summary

@@ -1,0 +1,83 @@
+"""Controllers by name. Each is a pure policy; :func:`make_controller` builds one for a device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from batchsizer.errors import ConfigError
+from batchsizer.policies.aimd import Aimd
+from batchsizer.policies.algorithm1 import Algorithm1
+from batchsizer.policies.base import (
+    DEFAULT_BATCH_SIZES,
+    Controller,
+    Decision,
+    DeviceKnobs,
+    Observation,
+    Setting,
+)
+from batchsizer.policies.dvfs import DvfsSearch
+from batchsizer.policies.static import Static
+
+Factory = Callable[[DeviceKnobs, dict[str, Any]], Controller]
+
+
+def _batchsizer(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
+    return Algorithm1(
+        sizes=o.get("sizes") or DEFAULT_BATCH_SIZES,
+        alpha=o.get("alpha", 0.8),
+        initial=o.get("initial"),
+        clock_mhz=o.get("clock_mhz"),
+    )
+
+
+def _dvfs(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
+    if not knobs.has_clocks:
+        raise ConfigError("controller", "dvfs needs a device whose clock can be set; this one has none")
+    return DvfsSearch(knobs.clock_levels_mhz, batch_size=o.get("batch_size") or 16, alpha=o.get("alpha", 0.8))
+
+
+def _static(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
+    return Static(batch_size=o.get("batch_size") or 16, clock_mhz=o.get("clock_mhz"))
+
+
+def _aimd(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
+    sizes = o.get("sizes") or DEFAULT_BATCH_SIZES
+    return Aimd(initial=o.get("initial") or 1, max_batch_size=max(sizes))
+
+
+CONTROLLERS: dict[str, Factory] = {
+    "batchsizer": _batchsizer,
+    "dvfs": _dvfs,
+    "static": _static,
+    "aimd": _aimd,
+}
+
+DEFAULT_CONTROLLER = "batchsizer"
+
+
+def register(name: str, factory: Factory) -> None:
+    """Add a controller that the CLI and the reproduction can name."""
+    CONTROLLERS[name] = factory
+
+
+def make_controller(name: str, knobs: DeviceKnobs | None = None, **options: Any) -> Controller:
+    """Build the controller called ``name`` for a device with ``knobs``."""
+    factory = CONTROLLERS.get(name)
+    if factory is None:
+        raise ConfigError("controller", f"unknown controller {name!r}; choose one of {', '.join(sorted(CONTROLLERS))}")
+    return factory(knobs or DeviceKnobs(), options)
+
+
+__all__ = [
+    "CONTROLLERS",
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_CONTROLLER",
+    "Controller",
+    "Decision",
+    "DeviceKnobs",
+    "Observation",
+    "Setting",
+    "make_controller",
+    "register",
+]

@@ -1,0 +1,58 @@
+"""The pseudo binary search of Algorithm 1, over positions 1..N of any ascending set of levels.
+
+BatchSizer searches batch sizes with it and the DVFS baseline searches clock levels with the same
+logic. Positions are 1-based as in the paper's pseudo-code so the code reads line by line against it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class BandSearch:
+    """Hold while alpha*cap <= peak <= cap; search up below the band, down above the cap.
+
+    ``mirror_reset`` adds the upward twin of the pseudo-code's downward reset (lines 14-15):
+    when the peak is under the band at ``current == max_pos < n``, the ceiling goes back to
+    ``n``. Without it a cap that rises after a violation could never be used, which contradicts
+    the paper's "continuous batch size adjustment"; ``mirror_reset=False`` is the bare pseudo-code.
+    """
+
+    n: int
+    alpha: float = 0.8
+    current: int = 1
+    mirror_reset: bool = True
+
+    def __post_init__(self) -> None:
+        self.min_pos = 1
+        self.max_pos = self.n
+
+    def step(self, peak_w: float, cap_w: float) -> str:
+        """Apply one decision; returns what happened, for the records."""
+        if self.alpha * cap_w <= peak_w <= cap_w:  # line 5: in the band, continue
+            return "hold"
+        if peak_w < self.alpha * cap_w:  # lines 7-10
+            if self.current == self.n:
+                return "at-top"  # no further improvement is possible
+            if self.mirror_reset and self.current == self.max_pos:
+                self.max_pos = self.n
+            self.min_pos = self.current
+            self.current = math.ceil((self.min_pos + self.max_pos) / 2)
+            return "up"
+        # peak > cap: lines 11-21
+        if self.current == 1:
+            self.min_pos, self.max_pos = 1, 1
+            return "at-bottom"  # further reduction is not possible
+        if self.current == self.min_pos:
+            self.max_pos = self.current
+            self.min_pos = 1
+            self.current = math.floor((self.min_pos + self.max_pos) / 2)
+            return "down-reset"
+        self.max_pos = self.current
+        self.current = math.floor((self.min_pos + self.max_pos) / 2)
+        return "down"
+
+    def state(self) -> dict[str, int]:
+        return {"min": self.min_pos, "max": self.max_pos, "current": self.current}

@@ -1,0 +1,112 @@
+"""What a controller sees and decides. Policies are pure: no I/O, no clocks, only observations."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchsizer.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """The knobs a controller turns: batch size always, a GPU clock where the device has one."""
+
+    batch_size: int
+    clock_mhz: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One control period as the loop measured it."""
+
+    period: int
+    start: float
+    end: float
+    cap_w: float
+    peak_w: float
+    mean_w: float
+    items: int
+    batches: int
+    setting: Setting
+    samples: int = 1
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+    @property
+    def throughput(self) -> float:
+        """Items per second over the period."""
+        return self.items / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def valid(self) -> bool:
+        """False when the period has no usable power reading (a controller must not act on it)."""
+        return self.samples > 0 and math.isfinite(self.peak_w) and math.isfinite(self.mean_w)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKnobs:
+    """What the device lets a controller set, so policies stay device-agnostic."""
+
+    clock_levels_mhz: tuple[int, ...] = ()
+    default_clock_mhz: int | None = None
+
+    @property
+    def has_clocks(self) -> bool:
+        return len(self.clock_levels_mhz) > 0
+
+
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def check_sizes(sizes: Sequence[int], field: str = "batch sizes") -> tuple[int, ...]:
+    """An ascending set of positive whole numbers, at least one."""
+    values = tuple(sizes)
+    if not values:
+        raise ConfigError(field, "must hold at least one size, e.g. 1,2,4,8")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(field, f"must be whole numbers, got {v!r}")
+        if v < 1:
+            raise ConfigError(field, f"must all be at least 1, got {v}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ConfigError(field, f"must be strictly ascending with no repeats, got {list(values)}")
+    return values
+
+
+def check_alpha(alpha: float) -> float:
+    if not isinstance(alpha, (int, float)) or not (0 < float(alpha) < 1):
+        raise ConfigError("alpha", f"must be between 0 and 1 (exclusive), got {alpha!r}")
+    return float(alpha)
+
+
+@dataclass
+class Decision:
+    """A controller's answer: the next setting and a note on why, for the records."""
+
+    setting: Setting
+    reason: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Controller(ABC):
+    """A policy: from what was observed in the last period to the next setting."""
+
+    name: str = "controller"
+
+    @abstractmethod
+    def initial(self) -> Setting:
+        """The setting the job starts with."""
+
+    @abstractmethod
+    def decide(self, obs: Observation) -> Decision:
+        """The setting for the next period."""
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration, for the job's records."""
+        return {"name": self.name}

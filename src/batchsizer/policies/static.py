@@ -1,0 +1,24 @@
+"""``static``: a fixed batch size and clock, for sweeps, baselines and the oracle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchsizer.batching import check_batch_size
+from batchsizer.policies.base import Controller, Decision, Observation, Setting
+
+
+class Static(Controller):
+    name = "static"
+
+    def __init__(self, batch_size: int = 16, clock_mhz: int | None = None) -> None:
+        self.setting = Setting(check_batch_size(batch_size), clock_mhz)
+
+    def initial(self) -> Setting:
+        return self.setting
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(self.setting, "static")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "batch_size": self.setting.batch_size, "clock_mhz": self.setting.clock_mhz}

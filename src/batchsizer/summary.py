@@ -1,0 +1,89 @@
+"""The end-of-job summary, and the violation accounting it needs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from batchsizer.telemetry import PowerSample
+
+
+class ViolationTracker:
+    """Time spent with the reading above the cap, as separate violations (contiguous spans)."""
+
+    def __init__(self) -> None:
+        self.over_s = 0.0
+        self.count = 0
+        self.longest_s = 0.0
+        self.worst_overshoot_w = 0.0
+        self._open_start: float | None = None
+        self._open_end: float | None = None
+
+    def feed(self, samples: list[PowerSample], start: float, end: float, cap_w: float) -> None:
+        """Account the held readings over [start, end] against ``cap_w``; spans may continue."""
+        for i, s in enumerate(samples):
+            a = max(s.t, start)
+            b = min(samples[i + 1].t if i + 1 < len(samples) else end, end)
+            if b <= a:
+                continue
+            if s.watts > cap_w:
+                self.worst_overshoot_w = max(self.worst_overshoot_w, s.watts - cap_w)
+                self.over_s += b - a
+                if self._open_start is not None and self._open_end is not None and a - self._open_end <= 1e-9:
+                    self._open_end = b
+                else:
+                    self._close()
+                    self._open_start, self._open_end = a, b
+                    self.count += 1
+                self.longest_s = max(self.longest_s, self._open_end - self._open_start)
+            else:
+                self._close()
+
+    def _close(self) -> None:
+        self._open_start = self._open_end = None
+
+
+@dataclass
+class Summary:
+    """What a job did, as shown at the end and written with ``--json``."""
+
+    items: int = 0
+    batches: int = 0
+    periods: int = 0
+    duration_s: float = 0.0
+    energy_j: float = 0.0
+    over_cap_s: float = 0.0
+    violations: int = 0
+    longest_violation_s: float = 0.0
+    worst_overshoot_w: float = 0.0
+    interrupted: bool = False
+    true_power: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.items / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def avg_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+    @property
+    def energy_per_item_j(self) -> float:
+        return self.energy_j / self.items if self.items else math.nan
+
+    @property
+    def over_cap_fraction(self) -> float:
+        return self.over_cap_s / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(
+            throughput=self.throughput,
+            avg_batch_size=self.avg_batch_size,
+            energy_per_item_j=self.energy_per_item_j,
+            over_cap_fraction=self.over_cap_fraction,
+        )
+        return d

@@ -1,0 +1,188 @@
+"""Power telemetry: timestamped samples in watts, and what a control period needs from them.
+
+Every meter, real or simulated, is a :class:`PowerMeter`: it returns the samples it saw in a time
+range, and this module derives the window's peak (Algorithm 1 uses the max), time-weighted mean and
+energy from them the same way for all of them. A reading holds until the next one (zero-order
+hold), which is how NVML's sensor behaves: the last sample before a window is its value at the
+window's start.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSample:
+    """One reading: time on the loop's clock (s) and power (W)."""
+
+    t: float
+    watts: float
+
+
+@dataclass(frozen=True, slots=True)
+class PowerWindow:
+    """What a control period saw. ``samples`` is 0 when no reading covers the window."""
+
+    start: float
+    end: float
+    peak_w: float
+    mean_w: float
+    energy_j: float
+    samples: int
+
+    @property
+    def valid(self) -> bool:
+        return self.samples > 0 and math.isfinite(self.peak_w)
+
+
+def empty_window(start: float, end: float) -> PowerWindow:
+    return PowerWindow(start, end, math.nan, math.nan, math.nan, 0)
+
+
+def summarize(samples: Sequence[PowerSample], start: float, end: float) -> PowerWindow:
+    """Peak, time-weighted mean and energy over [start, end] of held samples.
+
+    ``samples`` are sorted by time; one at or before ``start`` sets the value at ``start``.
+    """
+    if not samples:
+        return empty_window(start, end)
+    peak = -math.inf
+    area = 0.0
+    covered = 0.0
+    for i, s in enumerate(samples):
+        seg_start = max(s.t, start)
+        seg_end = samples[i + 1].t if i + 1 < len(samples) else end
+        seg_end = min(seg_end, end)
+        if seg_end < seg_start or seg_start > end:
+            continue
+        peak = max(peak, s.watts)
+        area += s.watts * (seg_end - seg_start)
+        covered += seg_end - seg_start
+    if peak == -math.inf:
+        return empty_window(start, end)
+    duration = end - start
+    mean = area / covered if covered > 0 else peak
+    return PowerWindow(start, end, peak, mean, mean * duration, len(samples))
+
+
+def time_over(samples: Sequence[PowerSample], start: float, end: float, cap_w: float) -> list[tuple[float, float]]:
+    """Intervals within [start, end] during which the held reading was above ``cap_w``."""
+    spans: list[tuple[float, float]] = []
+    for i, s in enumerate(samples):
+        seg_start = max(s.t, start)
+        seg_end = min(samples[i + 1].t if i + 1 < len(samples) else end, end)
+        if seg_end <= seg_start or s.watts <= cap_w:
+            continue
+        if spans and math.isclose(spans[-1][1], seg_start, abs_tol=1e-12):
+            spans[-1] = (spans[-1][0], seg_end)
+        else:
+            spans.append((seg_start, seg_end))
+    return spans
+
+
+class PowerMeter:
+    """Base of every meter. Subclasses implement :meth:`samples`; the rest derives from it."""
+
+    #: the sensor's update period in seconds, as known or measured
+    update_period_s: float = 0.02
+    #: a word on where readings come from, for records and warnings
+    source: str = "meter"
+
+    def samples(self, start: float, end: float) -> list[PowerSample]:
+        """Readings in [start, end], preceded by the last one at or before ``start`` if any."""
+        raise NotImplementedError
+
+    def energy_j(self, start: float, end: float) -> float | None:
+        """Energy from a hardware counter when the device has one, else None."""
+        return None
+
+    def window(self, start: float, end: float) -> PowerWindow:
+        return measure(self, start, end)[0]
+
+    def close(self) -> None:
+        """Stop any background sampling."""
+
+
+class SampleBuffer:
+    """A thread-safe ring of samples in time order, cheap to append to from a sampler thread."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._times: deque[float] = deque(maxlen=capacity)
+        self._watts: deque[float] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def append(self, t: float, watts: float) -> None:
+        with self._lock:
+            if self._times and t < self._times[-1]:
+                raise ValueError(f"sample at t={t} is older than the last one at t={self._times[-1]}")
+            self._times.append(t)
+            self._watts.append(watts)
+
+    def extend(self, samples: Iterable[PowerSample]) -> None:
+        for s in samples:
+            self.append(s.t, s.watts)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def last(self) -> PowerSample | None:
+        with self._lock:
+            if not self._times:
+                return None
+            return PowerSample(self._times[-1], self._watts[-1])
+
+    def between(self, start: float, end: float) -> list[PowerSample]:
+        with self._lock:
+            times = list(self._times)
+            watts = list(self._watts)
+        lo = bisect.bisect_right(times, start) - 1
+        lo = max(lo, 0)
+        hi = bisect.bisect_right(times, end)
+        return [PowerSample(times[i], watts[i]) for i in range(lo, hi)]
+
+
+class ScriptedMeter(PowerMeter):
+    """A meter that tests (and the default demo before the simulator) drive by hand.
+
+    Push samples with :meth:`push`, or give a function of time that is sampled every
+    ``update_period_s`` when a window is asked for.
+    """
+
+    source = "scripted"
+
+    def __init__(self, update_period_s: float = 0.02, fn=None) -> None:
+        self.update_period_s = update_period_s
+        self._buffer = SampleBuffer()
+        self._fn = fn
+        self._next_t = 0.0
+
+    def push(self, t: float, watts: float) -> None:
+        self._buffer.append(t, watts)
+
+    def advance_to(self, end: float) -> None:
+        """Sample the function up to ``end`` (a device on virtual time calls this as time moves)."""
+        if self._fn is None:
+            return
+        while self._next_t <= end:
+            self._buffer.append(self._next_t, float(self._fn(self._next_t)))
+            self._next_t += self.update_period_s
+
+    def samples(self, start: float, end: float) -> list[PowerSample]:
+        self.advance_to(end)
+        return self._buffer.between(start, end)
+
+
+def measure(meter: PowerMeter, start: float, end: float) -> tuple[PowerWindow, list[PowerSample]]:
+    """A window and the samples behind it, in one read of the meter."""
+    samples = meter.samples(start, end)
+    w = summarize(samples, start, end)
+    counter = meter.energy_j(start, end)
+    if counter is not None and w.valid:
+        w = PowerWindow(w.start, w.end, w.peak_w, w.mean_w, counter, w.samples)
+    return w, samples
