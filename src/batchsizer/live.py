@@ -1,18 +1,29 @@
-"""What a running job shows on the terminal: one line per control period, and the summary.
+"""What a running job shows on the terminal.
 
-A richer in-place view (power against the cap, batch size, throughput) replaces the lines when
-stdout is a terminal.
+On a terminal, :class:`LiveView` keeps one panel updated in place with rich: the window's peak
+power against the cap (a bar and a sparkline of recent periods), the batch size, the clock, the
+throughput and the progress. Elsewhere (logs, pipes, CI), :class:`PlainLines` prints a line per
+control period. ``--quiet`` shows neither. The summary comes last, as a table on a terminal.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import time
+from collections import deque
 from typing import Any
 
 import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from batchsizer.loop import LoopObserver, PeriodRecord
 from batchsizer.summary import Summary
+
+SPARK = "▁▂▃▄▅▆▇█"
 
 
 def _w(value: float) -> str:
@@ -42,6 +53,153 @@ class PlainLines(LoopObserver):
         click.echo(f"[{kind}] {message}", err=True)
 
 
+def power_bar(peak_w: float, cap_w: float, alpha: float = 0.8, width: int = 32) -> Text:
+    """A bar of the peak on a scale of 1.25 x cap, with the cap marked; red over, green in the band."""
+    scale = 1.25 * cap_w
+    cap_at = min(width - 1, round(width * cap_w / scale))
+    filled = 0 if not math.isfinite(peak_w) else max(0, min(width, round(width * peak_w / scale)))
+    if not math.isfinite(peak_w):
+        style = "dim"
+    elif peak_w > cap_w:
+        style = "bold red"
+    elif peak_w >= alpha * cap_w:
+        style = "green"
+    else:
+        style = "yellow"
+    bar = Text()
+    for i in range(width):
+        if i == cap_at:
+            bar.append("┃", style="bold white")
+        elif i < filled:
+            bar.append("█", style=style)
+        else:
+            bar.append("·", style="dim")
+    return bar
+
+
+def sparkline(values: list[float], cap_w: float) -> Text:
+    """Recent peaks, one character each, scaled to 1.25 x cap; over-cap periods in red."""
+    out = Text()
+    top = 1.25 * cap_w
+    for v in values:
+        if not math.isfinite(v):
+            out.append(" ")
+            continue
+        level = max(0, min(len(SPARK) - 1, int(len(SPARK) * v / top)))
+        out.append(SPARK[level], style="red" if v > cap_w else "cyan")
+    return out
+
+
+class LiveView(LoopObserver):
+    """An in-place panel for a terminal, refreshed at most ``fps`` times per wall second."""
+
+    def __init__(self, total_items: int | None = None, console: Console | None = None, fps: float = 10.0) -> None:
+        self.console = console or Console()
+        self.total = total_items
+        self.min_interval = 1.0 / fps
+        self.items = 0
+        self.batch_size = 0
+        self.clock_mhz: int | None = None
+        self.last: PeriodRecord | None = None
+        self.peaks: deque[float] = deque(maxlen=40)
+        self.events: deque[str] = deque(maxlen=3)
+        self.title = "batchsizer"
+        self.alpha = 0.8
+        self._live: Live | None = None
+        self._drawn = 0.0
+
+    # -- LoopObserver hooks
+    def on_start(self, info: dict[str, Any]) -> None:
+        ctrl = info.get("controller", {})
+        self.alpha = float(ctrl.get("alpha", 0.8) or 0.8)
+        self.title = f"{info['device'].get('name')} · controller {ctrl.get('name')} · cap {info['cap']}"
+        self._live = Live(self._render(), console=self.console, auto_refresh=False, transient=False)
+        self._live.start()
+
+    def on_batch(self, index: int, batch: Any, outcome: Any, setting: Any) -> None:
+        self.items += len(batch)
+        self.batch_size = setting.batch_size
+        self.clock_mhz = setting.clock_mhz
+        self._draw()
+
+    def on_period(self, record: PeriodRecord) -> None:
+        self.last = record
+        self.peaks.append(record.observation.peak_w)
+        self._draw()
+
+    def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        self.events.append(f"[{kind}] {message}")
+        self._draw(force=True)
+
+    def on_end(self, summary: Summary) -> None:
+        self._draw(force=True)
+        self.close()
+
+    def close(self) -> None:
+        """Leave the last frame on screen (also after an error or Ctrl-C)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # -- drawing
+    def _draw(self, force: bool = False) -> None:
+        if self._live is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._drawn < self.min_interval:
+            return
+        self._drawn = now
+        self._live.update(self._render(), refresh=True)
+
+    def _render(self) -> Group:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", justify="right")
+        grid.add_column()
+        if self.last is not None:
+            o, d = self.last.observation, self.last.decision
+            power = Text.assemble(
+                power_bar(o.peak_w, o.cap_w, self.alpha),
+                f"  peak {_w(o.peak_w).strip()} W / cap {o.cap_w:.0f} W · mean {_w(o.mean_w).strip()} W",
+            )
+            grid.add_row("power", power)
+            grid.add_row("recent peaks", sparkline(list(self.peaks), o.cap_w))
+            grid.add_row("throughput", f"{o.throughput:,.1f} items/s  (t = {o.end:.2f} s)")
+            grid.add_row("decision", f"{d.reason} → batch {d.setting.batch_size}")
+        else:
+            grid.add_row("power", Text("waiting for the first control period…", style="dim"))
+        clock = f"{self.clock_mhz} MHz" if self.clock_mhz else "device default"
+        grid.add_row("batch size", f"{self.batch_size}   clock {clock}")
+        if self.total:
+            frac = min(1.0, self.items / self.total)
+            done = round(30 * frac)
+            grid.add_row(
+                "progress", f"{'█' * done}{'·' * (30 - done)} {self.items:,}/{self.total:,} ({100 * frac:.0f} %)"
+            )
+        else:
+            grid.add_row("progress", f"{self.items:,} items")
+        parts: list[Any] = [Text(self.title, style="bold cyan"), grid]
+        parts.extend(Text(e, style="magenta") for e in self.events)
+        return Group(*parts)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def make_view(quiet: bool, total_items: int | None = None) -> LoopObserver | None:
+    """The live panel on a terminal, plain lines otherwise, nothing with ``--quiet``."""
+    if quiet:
+        return None
+    if is_terminal():
+        return LiveView(total_items)
+    return PlainLines()
+
+
+def close_view(view: LoopObserver | None) -> None:
+    if isinstance(view, LiveView):
+        view.close()
+
+
 def summary_lines(summary: Summary) -> list[tuple[str, str]]:
     rows = [
         ("items", f"{summary.items}"),
@@ -58,14 +216,33 @@ def summary_lines(summary: Summary) -> list[tuple[str, str]]:
     if summary.true_power:
         t = summary.true_power
         rows.append(("true power over cap", f"{t['over_cap_s']:.2f} s in {t['violations']} violations"))
-    if summary.interrupted:
-        rows.append(("stopped", "interrupted before the end"))
+    stop_reason = getattr(summary, "stop_reason", None)
+    if summary.interrupted or stop_reason:
+        rows.append(("stopped", f"before the end ({stop_reason or 'interrupted'})"))
+    cap_not_met = getattr(summary, "cap_not_met", None)
+    if cap_not_met:
+        rows.append(
+            (
+                "cap not met",
+                f"even batch {cap_not_met.get('batch_size')} peaked at {cap_not_met.get('peak_w', 0):.0f} W",
+            )
+        )
     rows.extend(("note", n) for n in summary.notes)
     return rows
 
 
-def print_summary(summary: Summary) -> None:
-    width = max(len(k) for k, _ in summary_lines(summary))
+def print_summary(summary: Summary, console: Console | None = None) -> None:
+    """A table on a terminal, aligned plain lines otherwise (easy to grep in logs)."""
+    rows = summary_lines(summary)
+    if console is not None or is_terminal():
+        table = Table(title="summary", show_header=False, title_justify="left", title_style="bold")
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in rows:
+            table.add_row(key, value)
+        (console or Console()).print(table)
+        return
+    width = max(len(k) for k, _ in rows)
     click.echo("summary:")
-    for key, value in summary_lines(summary):
+    for key, value in rows:
         click.echo(f"  {key:<{width}}  {value}")

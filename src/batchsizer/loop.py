@@ -16,6 +16,7 @@ from batchsizer.batching import Batch, DynamicBatchStream
 from batchsizer.caps import CapSource
 from batchsizer.devices import BatchOutcome, Device
 from batchsizer.errors import ConfigError
+from batchsizer.guard import CapWatch, TelemetryGuard
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.summary import Summary, ViolationTracker
 from batchsizer.telemetry import PowerSample, PowerWindow, measure
@@ -100,6 +101,8 @@ class ControlLoop:
         observers: Sequence[LoopObserver] = (),
         stop_event: threading.Event | None = None,
         react_to_cap_change: bool = True,
+        guard: TelemetryGuard | None = None,
+        strict: bool = False,
     ) -> None:
         self.device = device
         self.controller = controller
@@ -109,6 +112,11 @@ class ControlLoop:
         self.stop_event = stop_event or threading.Event()
         self.react_to_cap_change = react_to_cap_change
         self.setting: Setting | None = None
+        #: checks readings before the controller sees them (see batchsizer.guard)
+        self.guard = guard or TelemetryGuard.for_device(device)
+        #: stop the job (summary.stop_reason "cap-not-met") when even the lowest setting is over the cap
+        self.strict = strict
+        self.cap_watch = CapWatch()
 
     def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
         for obs in self.observers:
@@ -127,7 +135,7 @@ class ControlLoop:
         true_tracker = ViolationTracker() if device.reference_meter is not None else None
         true_energy = 0.0
 
-        self._apply(self.controller.initial(), stream)
+        self._apply(self.guard.start(self.controller), stream)
         job_start = clock.now()
         cap = self.caps.cap_at(0.0)
         self._emit(
@@ -145,7 +153,8 @@ class ControlLoop:
 
         def close_period(now: float, decide: bool, new_cap: float) -> None:
             nonlocal period_start, period_items, period_batches, true_energy
-            pw, samples = measure(device.meter, period_start, now)
+            reading = self.guard.read(device.meter, period_start, now, self.setting)
+            pw, samples = reading.window, reading.samples
             tracker.feed(samples, period_start, now, cap)
             if pw.valid:
                 summary.energy_j += pw.energy_j
@@ -168,7 +177,12 @@ class ControlLoop:
                 samples=pw.samples,
             )
             if decide:
-                decision = self.controller.decide(obs)
+                decision = self.guard.decide(self.controller, obs, reading)
+                for kind, message, fields in self.guard.pop_events():
+                    self._emit("on_event", kind, message, **fields)
+                cap_warning = self.cap_watch.observe(obs, decision)
+                if cap_warning is not None:
+                    self._emit("on_event", "cap-not-met", cap_warning, **(self.cap_watch.result() or {}))
                 self._emit("on_period", PeriodRecord(obs, pw, decision, samples))
                 self._apply(decision.setting, stream)
                 summary.periods += 1
@@ -194,6 +208,10 @@ class ControlLoop:
                 cap = new_cap
                 if self.stop_event.is_set():
                     summary.interrupted = True
+                    summary.stop_reason = getattr(self.stop_event, "reason", None) or "interrupted"
+                    break
+                if self.strict and self.cap_watch.confirmed:
+                    summary.stop_reason = "cap-not-met"
                     break
         finally:
             stream.close() if hasattr(stream, "close") else None
@@ -205,6 +223,13 @@ class ControlLoop:
         summary.violations = tracker.count
         summary.longest_violation_s = tracker.longest_s
         summary.worst_overshoot_w = tracker.worst_overshoot_w
+        for key, n in self.guard.counts.items():
+            summary.counts[key] = summary.counts.get(key, 0) + n
+        summary.notes.extend(self.guard.note_lines())
+        summary.cap_not_met = self.cap_watch.result()
+        cap_note = self.cap_watch.note()
+        if cap_note is not None:
+            summary.notes.append(cap_note)
         if true_tracker is not None:
             summary.true_power = {
                 "energy_j": true_energy,

@@ -42,7 +42,8 @@ class RecordWriter:
         except OSError as exc:
             raise ConfigError("records", f"cannot write {self.path}: {exc.strerror or exc}") from None
 
-    def write(self, kind: str, **fields: Any) -> None:
+    def write(self, kind: str, /, **fields: Any) -> None:
+        """One record; ``kind`` is positional-only so a field may itself be called ``kind``."""
         line = json.dumps({"type": kind, **_clean(fields)}, separators=(",", ":"), allow_nan=False)
         self._file.write(line + "\n")
         self._file.flush()

@@ -58,6 +58,10 @@ class Summary:
     longest_violation_s: float = 0.0
     worst_overshoot_w: float = 0.0
     interrupted: bool = False
+    #: why the job stopped before its end: "interrupted", "SIGINT", "SIGTERM", "cap-not-met"; None if it finished
+    stop_reason: str | None = None
+    #: set when even the lowest setting drew more than the cap: periods, cap_w, peak_w, excess_w, batch_size
+    cap_not_met: dict[str, Any] | None = None
     true_power: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)

@@ -48,11 +48,15 @@ def empty_window(start: float, end: float) -> PowerWindow:
 def summarize(samples: Sequence[PowerSample], start: float, end: float) -> PowerWindow:
     """Peak, time-weighted mean and energy over [start, end] of held samples.
 
-    ``samples`` are sorted by time; one at or before ``start`` sets the value at ``start``.
+    ``samples`` are sorted by time; one before ``start`` sets the value at ``start`` for the mean
+    and energy. The peak is the max of the readings taken in [start, end] (as the paper's
+    controller takes the max of the readings since its last decision), so a reading of the
+    previous setting does not count against the new one; only a window without a reading of its
+    own falls back to the held one.
     """
     if not samples:
         return empty_window(start, end)
-    peak = -math.inf
+    peak = held_peak = -math.inf
     area = 0.0
     covered = 0.0
     for i, s in enumerate(samples):
@@ -61,9 +65,14 @@ def summarize(samples: Sequence[PowerSample], start: float, end: float) -> Power
         seg_end = min(seg_end, end)
         if seg_end < seg_start or seg_start > end:
             continue
-        peak = max(peak, s.watts)
+        if s.t >= start:
+            peak = max(peak, s.watts)
+        else:
+            held_peak = max(held_peak, s.watts)
         area += s.watts * (seg_end - seg_start)
         covered += seg_end - seg_start
+    if peak == -math.inf:
+        peak = held_peak
     if peak == -math.inf:
         return empty_window(start, end)
     duration = end - start

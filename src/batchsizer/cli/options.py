@@ -49,7 +49,7 @@ def workload_options(f: F) -> F:
             "--images",
             type=click.Path(path_type=Path),
             default=None,
-            help="Folder of images (ImageFolder layout) for real devices; synthetic tensors if left out.",
+            help="Folder of images (ImageFolder layout) for real devices [default: none, synthetic tensors].",
         ),
         click.option("--seed", default=0, type=int, help="Seed for the simulator's noise and variation."),
     ]
@@ -78,13 +78,14 @@ def cap_options(f: F) -> F:
         click.option(
             "--cap-schedule",
             default=None,
-            help="Cap steps as SECONDS:WATTS,... from the job's start, e.g. 0:200,40:150,80:200.",
+            help="Cap steps as SECONDS:WATTS,... from the job's start, e.g. 0:200,40:150,80:200 [default: none, the constant --cap].",
         ),
         click.option(
             "--cap-file",
             type=click.Path(path_type=Path),
             default=None,
-            help="File holding the cap in watts, re-read while the job runs; bad content keeps the last cap.",
+            help="File holding the cap in watts, re-read while the job runs; bad content keeps the last cap "
+            "[default: none, the constant --cap].",
         ),
     ]
     for d in reversed(decorators):
@@ -125,7 +126,13 @@ def controller_options(f: F) -> F:
         click.option(
             "--batch-size", type=int, default=None, help="Fixed batch size for static and dvfs [default: 16]."
         ),
-        click.option("--clock", "clock_mhz", type=int, default=None, help="Fixed SM clock in MHz for static."),
+        click.option(
+            "--clock",
+            "clock_mhz",
+            type=int,
+            default=None,
+            help="Fixed SM clock in MHz for static [default: none, the device's own clock].",
+        ),
     ]
     for d in reversed(decorators):
         f = d(f)

@@ -18,6 +18,9 @@ class BandSearch:
     when the peak is under the band at ``current == max_pos < n``, the ceiling goes back to
     ``n``. Without it a cap that rises after a violation could never be used, which contradicts
     the paper's "continuous batch size adjustment"; ``mirror_reset=False`` is the bare pseudo-code.
+
+    Line 8 (``minBS = currentBS``) runs at the top as well, so a violation after "no further
+    improvement" at ``N`` takes the reset branch (lines 14-16) as the pseudo-code does.
     """
 
     n: int
@@ -34,12 +37,13 @@ class BandSearch:
         if self.alpha * cap_w <= peak_w <= cap_w:  # line 5: in the band, continue
             return "hold"
         if peak_w < self.alpha * cap_w:  # lines 7-10
-            if self.current == self.n:
-                return "at-top"  # no further improvement is possible
-            if self.mirror_reset and self.current == self.max_pos:
+            if self.mirror_reset and self.current == self.max_pos < self.n:
                 self.max_pos = self.n
-            self.min_pos = self.current
+            self.min_pos = self.current  # line 8, also at the top: the range closes to [N, N]
             self.current = math.ceil((self.min_pos + self.max_pos) / 2)
+            if self.current == self.min_pos:
+                # at N: "no further improvement is possible"; below N only without mirror_reset
+                return "at-top" if self.current == self.n else "at-ceiling"
             return "up"
         # peak > cap: lines 11-21
         if self.current == 1:

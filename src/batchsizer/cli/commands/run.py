@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +17,62 @@ from batchsizer.cli.options import (
     make_workload_options,
     workload_options,
 )
-from batchsizer.live import PlainLines, print_summary
+from batchsizer.config import config_option
+from batchsizer.errors import ConfigError
+from batchsizer.interrupt import StopOnSignal
+from batchsizer.live import close_view, make_view, print_summary
 from batchsizer.loop import ControlLoop, LoopObserver, Window
+from batchsizer.outputs import PLACEHOLDER_KINDS, OutputWriter, cut_partial_line, job_identity, prepare_outputs
 from batchsizer.policies import make_controller
 from batchsizer.policies.base import check_alpha
 from batchsizer.recorder import JobRecorder
 from batchsizer.records import RecordWriter, write_json_atomic
-from batchsizer.workloads import open_workload
+from batchsizer.workloads import device_kind, open_workload
+
+#: exit code when --strict stops a job whose cap cannot be met (130/143: stopped by SIGINT/SIGTERM)
+EXIT_CAP_NOT_MET = 3
 
 DEFAULT_CAP_W = 200.0
 
 
 @click.command()
+@config_option
 @workload_options
 @cap_options
 @controller_options
 @click.option("--window", "window_batches", type=int, default=10, help="Decide after this many batches.")
-@click.option("--window-seconds", type=float, default=None, help="Decide after this many seconds (whichever first).")
-@click.option("--records", type=click.Path(path_type=Path), default=None, help="Write JSON Lines records here.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the summary as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
+@click.option(
+    "--window-seconds",
+    type=float,
+    default=None,
+    help="Decide after this many seconds, whichever comes first [default: none, batches only].",
+)
+@click.option(
+    "--records",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write JSON Lines records here (see batchsizer plot) [default: none].",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the summary as JSON [default: none].",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print only the summary [default: off, a live view or a line per period]."
+)
+@click.option(
+    "--save-outputs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write each item's prediction with its id here (JSON Lines) as the job runs; --resume continues from it [default: none].",
+)
+@click.option("--resume", is_flag=True, help="Continue the stopped job whose --save-outputs file is given [default: off].")
+@click.option(
+    "--strict", is_flag=True, help="Stop with exit code 3 when even the lowest setting draws more than the cap [default: off, run on]."
+)
 def command(**kw: Any) -> None:
     """Run a job under a power cap, moving the batch size to stay fast and under the cap.
 
@@ -47,18 +84,55 @@ def command(**kw: Any) -> None:
     window = Window(batches=kw["window_batches"], seconds=kw["window_seconds"])
     choices = controller_kwargs(**kw)  # checked before a device is opened
     check_alpha(choices["alpha"])
+    identity = job_identity(**vars(opts))
+    start = 0  # items already in the outputs file of a stopped run (--resume)
+    if kw["save_outputs"] is not None:
+        start = prepare_outputs(kw["save_outputs"], identity, kw["resume"])
+    elif kw["resume"]:
+        raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the job to continue")
     workload = open_workload(opts)
     controller = make_controller(kw["controller"], workload.device.knobs, **choices)
     observers: list[LoopObserver] = []
-    if not kw["quiet"]:
-        observers.append(PlainLines())
+    total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
+    if total is not None and start >= total:
+        workload.device.close()
+        click.echo(f"nothing to do: all {total} items are already in {kw['save_outputs']}")
+        return
+    view = make_view(kw["quiet"], None if total is None else total - start)
+    if view is not None:
+        observers.append(view)
     if kw["records"] is not None:
-        observers.append(JobRecorder(RecordWriter(kw["records"]), extra={"workload": workload.info}))
-    stream = DynamicBatchStream(workload.source, prefetch=workload.prefetch, prepare=workload.prepare)
-    with workload.device:
-        summary = ControlLoop(workload.device, controller, caps, window, observers).run(stream)
+        appending = kw["resume"] and Path(kw["records"]).is_file()
+        if appending:
+            cut_partial_line(Path(kw["records"]))
+        extra = {"workload": workload.info, "resumed_from": start}
+        observers.append(JobRecorder(RecordWriter(kw["records"], append=appending), extra=extra))
+    if kw["save_outputs"] is not None:
+        placeholder = device_kind(opts.device) in PLACEHOLDER_KINDS
+        observers.append(OutputWriter(kw["save_outputs"], identity, start, placeholder=placeholder))
+    stream = DynamicBatchStream(workload.source, prefetch=workload.prefetch, prepare=workload.prepare, start=start)
+    stop = threading.Event()
+    with workload.device, StopOnSignal(stop) as stopper:
+        try:
+            loop = ControlLoop(workload.device, controller, caps, window, observers, stop, strict=kw["strict"])
+            summary = loop.run(stream)
+        finally:
+            close_view(view)
+    if stopper.reason is not None:
+        summary.stop_reason = stopper.reason
     print_summary(summary)
     if kw["json_path"] is not None:
         write_json_atomic(
-            kw["json_path"], {"workload": workload.info, "controller": controller.describe(), **summary.to_dict()}
+            kw["json_path"],
+            {
+                "workload": workload.info,
+                "controller": controller.describe(),
+                "resumed_from": start,
+                **summary.to_dict(),
+            },
         )
+    if summary.stop_reason == "cap-not-met":
+        click.echo(f"error: cap: not met and --strict was given; {summary.notes[-1]}", err=True)
+        click.get_current_context().exit(EXIT_CAP_NOT_MET)
+    if stopper.exit_code:
+        click.get_current_context().exit(stopper.exit_code)

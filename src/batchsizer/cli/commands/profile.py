@@ -1,0 +1,236 @@
+"""``batchsizer profile``: throughput and peak/mean power per batch size (and clock where permitted).
+
+This is the offline profile the paper uses to skip batch sizes beyond throughput saturation. Each
+(clock, batch size) runs ``warmup`` batches, then ``batches`` measured ones through the same
+prefetching stream a job uses; power is the meter's window over the measured batches. Works on
+every device, the simulated ones included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchsizer.batching import DynamicBatchStream
+from batchsizer.cli.options import make_workload_options, parse_int_list, workload_options
+from batchsizer.errors import ConfigError, PermissionDeniedError, UnsupportedError
+from batchsizer.records import write_json_atomic
+from batchsizer.telemetry import measure
+from batchsizer.workloads import Workload, open_workload
+
+#: a batch size is "saturated" once it reaches this fraction of the best throughput at its clock
+SATURATION = 0.95
+FIELDS = [
+    "clock_mhz",
+    "batch_size",
+    "items",
+    "seconds",
+    "throughput",
+    "latency_s",
+    "peak_w",
+    "mean_w",
+    "energy_per_item_j",
+    "samples",
+]
+
+
+class _Cycle(Sequence[Any]):
+    """``length`` items taken from ``source`` round and round, starting at ``offset``."""
+
+    def __init__(self, source: Sequence[Any], offset: int, length: int) -> None:
+        self.source, self.offset, self.length = source, offset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.length))]
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        return self.source[(self.offset + i) % len(self.source)]
+
+
+def profile_point(workload: Workload, size: int, batches: int, warmup: int, offset: int = 0) -> dict[str, Any]:
+    """Run ``warmup`` + ``batches`` batches of ``size`` and measure the last ``batches``."""
+    source = workload.source if isinstance(workload.source, Sequence) else list(workload.source)
+    if len(source) == 0:
+        raise ConfigError("items", "the workload has no items to profile with")
+    device = workload.device
+    stream = DynamicBatchStream(
+        _Cycle(source, offset, size * (warmup + batches)), size, prefetch=workload.prefetch, prepare=workload.prepare
+    )
+    start = None
+    latencies: list[float] = []
+    end = device.clock.now()
+    try:
+        for i, batch in enumerate(stream):
+            outcome = device.run_batch(batch)
+            if i == warmup - 1:
+                start = outcome.end
+            elif i >= warmup:
+                latencies.append(outcome.latency_s)
+            end = outcome.end
+    finally:
+        stream.close()
+    if start is None:  # no warm-up: measure from the first batch's start
+        start = end - sum(latencies)
+    items = size * batches
+    seconds = end - start
+    row: dict[str, Any] = {
+        "batch_size": size,
+        "items": items,
+        "seconds": seconds,
+        "throughput": items / seconds if seconds > 0 else math.nan,
+        "latency_s": sum(latencies) / len(latencies) if latencies else math.nan,
+        "peak_w": math.nan,
+        "mean_w": math.nan,
+        "energy_per_item_j": math.nan,
+        "samples": 0,
+    }
+    if getattr(device.meter, "available", True):
+        window, _ = measure(device.meter, start, end)
+        if window.valid:
+            row.update(
+                peak_w=window.peak_w,
+                mean_w=window.mean_w,
+                energy_per_item_j=window.energy_j / items,
+                samples=window.samples,
+            )
+    return row
+
+
+def run_profile(
+    workload: Workload,
+    sizes: Sequence[int],
+    *,
+    batches: int = 20,
+    warmup: int = 3,
+    clocks: Sequence[int | None] = (None,),
+    echo: Any = None,
+) -> dict[str, Any]:
+    """The profile as a dict: rows per (clock, size), the saturation size per clock, and skipped clocks."""
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    device = workload.device
+    offset = 0
+    try:
+        for clock in clocks:
+            if clock is not None:
+                try:
+                    device.set_clock(clock)
+                except (PermissionDeniedError, UnsupportedError) as exc:
+                    skipped.append({"clock_mhz": clock, "reason": str(exc)})
+                    if echo:
+                        echo(f"clock {clock} MHz skipped: {exc}")
+                    continue
+            for size in sizes:
+                row = {"clock_mhz": clock, **profile_point(workload, size, batches, warmup, offset)}
+                offset += size * (batches + warmup)
+                rows.append(row)
+                if echo:
+                    echo(_line(row))
+    finally:
+        if any(c is not None for c in clocks):
+            with contextlib.suppress(PermissionDeniedError, UnsupportedError):
+                device.set_clock(None)
+    return {"rows": rows, "saturation": saturation(rows), "skipped_clocks": skipped}
+
+
+def saturation(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Per clock, the smallest batch size within ``SATURATION`` of that clock's best throughput."""
+    out: dict[str, int] = {}
+    for clock in {r["clock_mhz"] for r in rows}:
+        mine = sorted((r for r in rows if r["clock_mhz"] == clock), key=lambda r: r["batch_size"])
+        best = max((r["throughput"] for r in mine if math.isfinite(r["throughput"])), default=math.nan)
+        for r in mine:
+            if math.isfinite(best) and r["throughput"] >= SATURATION * best:
+                out["default" if clock is None else str(clock)] = r["batch_size"]
+                break
+    return out
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _line(r: dict[str, Any]) -> str:
+    clock = "default" if r["clock_mhz"] is None else f"{r['clock_mhz']} MHz"
+    return (
+        f"clock {clock:>8}  batch {r['batch_size']:>4}  {_fmt(r['throughput'], '9.1f')} items/s  "
+        f"peak {_fmt(r['peak_w'], '6.1f')} W  mean {_fmt(r['mean_w'], '6.1f')} W  latency {_fmt(r['latency_s'] * 1000, '8.2f')} ms"
+    )
+
+
+def parse_clocks(text: str | None, levels: Sequence[int]) -> list[int | None]:
+    if text is None or text.strip() == "":
+        return [None]
+    if text.strip().lower() == "all":
+        if not levels:
+            raise ConfigError("clocks", "this device has no settable clocks")
+        return list(levels)
+    values = parse_int_list(text, "clocks")
+    bad = [c for c in values if levels and c not in levels]
+    if bad:
+        raise ConfigError("clocks", f"{bad} not among this device's levels {list(levels)}")
+    return list(values)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+@click.command()
+@workload_options
+@click.option("--sizes", default="1,2,4,8,16,32,64,128,256", help="Batch sizes to measure, ascending, comma separated.")
+@click.option("--batches", default=20, type=int, help="Measured batches per point.")
+@click.option("--warmup", default=3, type=int, help="Unmeasured batches before each point.")
+@click.option(
+    "--clocks",
+    default=None,
+    help="SM clocks in MHz to sweep too (comma separated, or 'all'); needs root on a GPU [default: none].",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the profile as JSON [default: none].",
+)
+@click.option(
+    "--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Write the rows as CSV [default: none]."
+)
+def command(**kw: Any) -> None:
+    """Measure throughput and peak/mean power for each batch size (the paper's offline profile)."""
+    sizes = parse_int_list(kw["sizes"], "sizes")
+    if kw["batches"] < 1:
+        raise ConfigError("batches", f"must be at least 1, got {kw['batches']}")
+    if kw["warmup"] < 0:
+        raise ConfigError("warmup", f"must be 0 or more, got {kw['warmup']}")
+    workload = open_workload(make_workload_options(**kw))
+    with workload.device:
+        clocks = parse_clocks(kw["clocks"], workload.device.knobs.clock_levels_mhz)
+        result = run_profile(
+            workload, sizes, batches=kw["batches"], warmup=kw["warmup"], clocks=clocks, echo=click.echo
+        )
+        device = workload.device.describe()
+    sat = ", ".join(f"{k}: {v}" for k, v in result["saturation"].items())
+    if sat:
+        click.echo(f"throughput saturates (within {SATURATION:.0%} of the best) at batch size {sat}")
+    else:
+        click.echo("nothing was measured (every clock was skipped)")
+    if kw["json_path"] is not None:
+        write_json_atomic(kw["json_path"], {"workload": workload.info, "device": device, **result})
+    if kw["csv_path"] is not None:
+        write_csv(kw["csv_path"], result["rows"])

@@ -1,0 +1,113 @@
+"""``cpu`` / ``cuda[:N]`` workloads: a PyTorch model over a folder of images or synthetic input."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from batchsizer.errors import DeviceError
+from batchsizer.hw.device import NoMeter, TorchDevice
+from batchsizer.hw.torch_runner import (
+    TorchRunner,
+    build_model,
+    check_device_available,
+    input_size,
+    parse_device,
+    resolve_name,
+    torch_module,
+)
+from batchsizer.telemetry import PowerMeter
+from batchsizer.workloads import Workload, WorkloadOptions
+
+log = logging.getLogger(__name__)
+
+#: synthetic input cycles through this many distinct random images
+SYNTHETIC_POOL = 64
+
+
+class SyntheticInput:
+    """``prepare`` for synthetic items: a uint8 NCHW batch cut from a fixed pool of random images."""
+
+    def __init__(self, side: int, seed: int = 0, pool: int = SYNTHETIC_POOL) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        self.pool = rng.integers(0, 256, size=(pool, 3, side, side), dtype=np.uint8)
+
+    def __call__(self, items: list[int]) -> Any:
+        import numpy as np
+
+        idx = np.asarray(items, dtype=np.int64) % len(self.pool)
+        return self.pool[idx]
+
+
+def cpu_meter() -> PowerMeter:
+    """RAPL where readable, else a :class:`NoMeter` carrying the reason."""
+    from batchsizer.hw.rapl import RaplMeter
+
+    try:
+        return RaplMeter()
+    except DeviceError as exc:
+        log.info("cpu: no power meter: %s", exc)
+        return NoMeter("cpu", str(exc))
+
+
+def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMeter | None = None) -> Workload:
+    """A real workload. ``model`` (a ``torch.nn.Module``) overrides ``opts.model``; ``meter`` overrides the device's own."""
+    torch_module()
+    device_name = parse_device(opts.device)
+    check_device_available(device_name)
+    if model is None:
+        model_name = resolve_name(opts.model)
+        model = build_model(model_name, opts.checkpoint)
+        side = input_size(model_name)
+    else:
+        model_name = type(model).__name__
+        side = int(opts.extra.get("input_size", 224))
+    runner = TorchRunner(model, device_name, half=opts.half, channels_last=opts.channels_last)
+    closers: list[Callable[[], None]] = []
+    info: dict[str, Any] = {
+        "device": device_name,
+        "model": model_name,
+        "half": opts.half,
+        "channels_last": opts.channels_last,
+    }
+    if opts.images is not None:
+        from batchsizer.hw.images import ImageBatcher, list_image_folder
+
+        source, classes = list_image_folder(opts.images)
+        prepare: Callable[[list[Any]], Any] = ImageBatcher(
+            crop=side, resize=round(side * 256 / 224), workers=opts.workers
+        )
+        closers.append(prepare.close)  # type: ignore[attr-defined]
+        info.update(images=str(opts.images), items=len(source), classes=len(classes), workers=opts.workers)
+        prefetch = 2
+    else:
+        source = range(opts.items)
+        prepare = SyntheticInput(side, opts.seed)
+        info.update(images=None, items=opts.items, input="synthetic")
+        prefetch = 1
+    try:
+        device = _open_device(device_name, runner, meter, closers)
+    except BaseException:
+        for close in closers:
+            close()
+        raise
+    info["meter"] = device.meter.source
+    return Workload(device, source, prepare, prefetch, info)
+
+
+def _open_device(
+    name: str, runner: TorchRunner, meter: PowerMeter | None, closers: list[Callable[[], None]]
+) -> TorchDevice:
+    if name == "cpu":
+        return TorchDevice("cpu", runner, meter or cpu_meter(), closers=closers)
+    from batchsizer.hw.gpu import CudaDevice, open_nvml_gpu
+
+    nvml, gpu = open_nvml_gpu(int(name.split(":")[1]))
+    try:
+        return CudaDevice(name, runner, nvml, gpu, meter=meter, closers=closers)  # type: ignore[arg-type]
+    except BaseException:
+        nvml.close()
+        raise

@@ -1,0 +1,267 @@
+"""``adaptive``: learn power and speed against batch size while running, jump to the best feasible size.
+
+Algorithm 1 bisects blindly between sizes; this controller keeps every period's reading in a
+:class:`~batchsizer.policies.plant_model.PlantModel` and each period picks the setting with the
+highest predicted throughput whose predicted peak stays under ``cap - margin``:
+
+* the margin adapts to the measured noise of the peak readings (``noise_sigmas`` times it), never
+  under ``margin_frac`` of the cap;
+* sizes may be fine-grained (a geometric grid of about 8% steps by default, not only powers of two);
+* it never climbs to a size the affine time model says is no faster (online saturation detection);
+* over the cap (also right after a cap drop, since the loop closes a period when the cap changes)
+  it goes at once to the fastest size already *seen* under the new target, so the violation lasts
+  one period; on a cap rise it jumps straight to the best size the model allows;
+* jumps to sizes never run are bounded (``max_jump`` times the largest size seen), as the model is
+  only an extrapolation there;
+* where the device has settable clocks and even the smallest size is over the cap it lowers the
+  clock one level at a time (batch size alone cannot go lower), and with ``explore_clocks`` it
+  tries the next lower clock where a larger batch might fit, keeping it only if it is faster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from batchsizer.errors import ConfigError
+from batchsizer.policies.base import Controller, Decision, Observation, Setting, check_sizes
+from batchsizer.policies.plant_model import PlantModel
+
+
+def fine_sizes(max_size: int = 256, step: float = 1.08, min_size: int = 1) -> tuple[int, ...]:
+    """Sizes from ``min_size`` to ``max_size`` about ``step`` apart (all powers of two included)."""
+    out = {min_size, max_size}
+    x = float(min_size)
+    while x < max_size:
+        out.add(int(round(x)))
+        x *= step
+    p = 1
+    while p <= max_size:
+        if p >= min_size:
+            out.add(p)
+        p *= 2
+    return tuple(sorted(s for s in out if min_size <= s <= max_size))
+
+
+class Adaptive(Controller):
+    """Model-based search over batch size (and clock where the device has one) under a power cap."""
+
+    name = "adaptive"
+
+    def __init__(
+        self,
+        sizes: Sequence[int] | None = None,
+        clock_levels_mhz: Sequence[int] = (),
+        initial: int | None = None,
+        margin_frac: float = 0.02,
+        noise_sigmas: float = 1.5,
+        max_jump: float = 8.0,
+        first_jump: float = 4.0,
+        gain_eps: float = 0.01,
+        explore_clocks: bool = True,
+    ) -> None:
+        self.sizes = check_sizes(sizes if sizes is not None else fine_sizes())
+        if not 0 <= margin_frac < 0.5:
+            raise ConfigError("margin", f"must be a fraction of the cap between 0 and 0.5, got {margin_frac}")
+        if max_jump <= 1 or first_jump <= 1:
+            raise ConfigError("max jump", "must be more than 1 (a factor on the largest size seen)")
+        self.clocks: tuple[int, ...] = tuple(sorted(clock_levels_mhz))
+        self.clock: int | None = self.clocks[-1] if self.clocks else None
+        start = self.sizes[0] if initial is None else initial
+        if start not in self.sizes:
+            raise ConfigError("initial batch size", f"must be one of the sizes {list(self.sizes)}, got {start}")
+        self.size = start
+        self.margin_frac = margin_frac
+        self.noise_sigmas = noise_sigmas
+        self.max_jump = max_jump
+        self.first_jump = first_jump
+        self.gain_eps = gain_eps
+        self.explore_clocks = explore_clocks and len(self.clocks) > 1
+        self.model = PlantModel()
+        self._given_up: set[int] = set()
+        #: exponent of dynamic power on the clock, learned (see _learn_clock_exp)
+        self.clock_exp = 1.0
+        self._clock_fits: list[float] = []
+        self._last_cap = math.nan
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _setting(self) -> Setting:
+        return Setting(self.size, self.clock)
+
+    def initial(self) -> Setting:
+        return self._setting()
+
+    def margin_w(self, cap_w: float) -> float:
+        return max(self.margin_frac * cap_w, self.noise_sigmas * self.model.noise_w)
+
+    def _reach(self, clock: int | None) -> int:
+        """The largest size the model may be trusted to extrapolate to at ``clock``."""
+        seen = self.model.observed(clock)
+        if not seen:
+            return self.sizes[0]
+        factor = self.first_jump if len(seen) == 1 else self.max_jump
+        return int(seen[-1] * factor)
+
+    def _clock_below(self, clock: int | None) -> int | None:
+        if clock is None or clock not in self.clocks:
+            return None
+        i = self.clocks.index(clock)
+        return self.clocks[i - 1] if i > 0 else None
+
+    def _candidates(self, target_w: float, seen_only: bool) -> list[tuple[int | None, int, float, bool]]:
+        """(clock, size, predicted items/s, seen) for every setting predicted under ``target_w``."""
+        out: list[tuple[int | None, int, float, bool]] = []
+        explored = [c for c in self.model.points if self.model.observed(c)]
+        for c in explored:
+            seen = set(self.model.observed(c))
+            reach = self._reach(c)
+            for s in self.sizes:
+                if s > reach or (seen_only and s not in seen):
+                    continue
+                peak = self.model.peak(c, s)
+                speed = self.model.throughput(c, s)
+                if peak is not None and speed is not None and peak <= target_w:
+                    out.append((c, s, speed, s in seen))
+        if seen_only or not self.explore_clocks:
+            return out
+        # clocks below the best clock seen, never tried: predicted from it. Dynamic power scales as
+        # (f'/f)^k, k learned from the lower clocks tried (1 before any: as if the voltage did not
+        # fall, which errs high); time stretches by f/f' for the share of it the GPU computes.
+        seen_ok = [x for x in out if x[3]]
+        if not seen_ok:
+            return out
+        up, best_size = max(seen_ok, key=lambda x: x[2])[:2]
+        if up is None:
+            return out
+        nxt = [s for s in self.sizes if s > best_size]
+        nxt_peak = self.model.peak(up, nxt[0]) if nxt else None
+        if nxt_peak is not None and nxt_peak <= target_w:
+            return out  # not held back by power at this clock: a lower clock cannot help
+        floor = self.model.floor_w
+        reach = self._reach(up)
+        lowest_ok = max(self._given_up, default=0)  # a clock tried and left: none at or below it
+        for down in self.clocks:
+            if down >= up or down <= lowest_ok or self.model.observed(down):
+                continue
+            scale = (down / up) ** self.clock_exp
+            for s in self.sizes:
+                if s > reach:
+                    continue
+                peak, t = self.model.peak(up, s), self.model.batch_time(up, s)
+                if peak is None or t is None or floor + (peak - floor) * scale > target_w:
+                    continue
+                duty = self.model.duty(up, s)
+                out.append((down, s, s / (t * ((1 - duty) + duty * up / down)), False))
+        return out
+
+    def _learn_clock_exp(self, clock: int | None, size: int, peak_w: float) -> None:
+        """Fit the exponent of dynamic power on the clock from a lower clock's reading (the lowest fit wins)."""
+        if clock is None or not self.clocks:
+            return
+        ref = self.clocks[-1]
+        seen = self.model.observed(ref)
+        if clock >= ref or not seen or not seen[0] <= size <= seen[-1]:
+            return
+        p_ref = self.model.peak(ref, size)
+        floor = self.model.floor_w
+        if p_ref is None or p_ref - floor < 5.0 or peak_w - floor < 1.0:
+            return
+        k = math.log((peak_w - floor) / (p_ref - floor)) / math.log(clock / ref)
+        self._clock_fits.append(min(max(k, 0.5), 3.0))
+        self.clock_exp = min(self._clock_fits)
+
+    def _choose(self, target_w: float, seen_only: bool, current: Setting) -> tuple[int | None, int] | None:
+        cands = self._candidates(target_w, seen_only)
+        if not cands:
+            return None
+        best = max(cands, key=lambda x: (x[2], -x[1]))
+        seen = [x for x in cands if x[3]]
+        if seen:
+            best_seen = max(seen, key=lambda x: (x[2], -x[1]))
+            # stay put when the current setting is as good as the best seen, within the noise
+            here = [x for x in seen if (x[0], x[1]) == (current.clock_mhz, current.batch_size)]
+            tol = max(self.gain_eps, 2 * self.model.time_noise)
+            if here and here[0][2] >= best_seen[2] * (1 - tol):
+                best_seen = here[0]
+            # an untried setting must promise a clear gain over the best one seen (saturation)
+            if best[3] or best[2] < best_seen[2] * (1 + self.gain_eps):
+                best = best_seen
+        return best[0], best[1]
+
+    # -- the policy -------------------------------------------------------------------------------
+
+    def decide(self, obs: Observation) -> Decision:
+        if not obs.valid or obs.batches == 0:
+            return Decision(self._setting(), "no-reading", self._state(obs.cap_w))
+        clock = obs.setting.clock_mhz
+        size = obs.setting.batch_size
+        changed = self.model.add(clock, size, obs.peak_w, obs.mean_w, obs.duration_s / obs.batches, obs.period)
+        if changed:
+            self._clock_fits.clear()
+            self.clock_exp = 1.0
+        else:
+            self._learn_clock_exp(clock, size, obs.peak_w)
+        if changed:
+            self._given_up.clear()
+        if obs.cap_w != self._last_cap:
+            self._given_up.clear()
+            self._last_cap = obs.cap_w
+        target = obs.cap_w - self.margin_w(obs.cap_w)
+        over = obs.peak_w > obs.cap_w
+        reason = "load-changed" if changed else ("over-cap" if over else "model")
+        choice = self._choose(target, seen_only=over, current=obs.setting)
+        if choice is None and over:
+            choice = self._scale_down(clock, size, obs.peak_w, target)
+        if choice is None:
+            down = self._clock_below(clock)
+            if down is not None:
+                self.clock, self.size = down, self.sizes[0]
+                return Decision(self._setting(), "clock-down", self._state(obs.cap_w))
+            self.clock, self.size = clock, self.sizes[0]
+            return Decision(self._setting(), "at-bottom", self._state(obs.cap_w))
+        new_clock, new_size = choice
+        if clock is not None and new_clock is not None and new_clock > clock:
+            self._given_up.add(clock)  # coming back up from a tried lower clock: it did not pay
+        if reason == "model":
+            if (new_clock, new_size) == (clock, size):
+                reason = "hold"
+            elif new_clock != clock:
+                reason = "clock-probe" if not self.model.observed(new_clock) else "clock"
+            else:
+                reason = "up" if new_size > size else "down"
+        self.clock, self.size = new_clock, new_size
+        return Decision(self._setting(), reason, self._state(obs.cap_w))
+
+    def _scale_down(
+        self, clock: int | None, size: int, peak_w: float, target_w: float
+    ) -> tuple[int | None, int] | None:
+        """Over the cap with no setting seen under it: shrink in proportion to the dynamic power."""
+        smaller = [s for s in self.sizes if s < size]
+        if not smaller:
+            return None
+        floor = min(self.model.floor_w, 0.9 * target_w)
+        ratio = (target_w - floor) / max(peak_w - floor, 1e-9)
+        ratio = min(max(ratio, 0.25), 0.5)
+        want = max(1, math.floor(size * ratio))
+        fits = [s for s in smaller if s <= want]
+        return clock, (fits[-1] if fits else smaller[0])
+
+    def _state(self, cap_w: float) -> dict[str, Any]:
+        return {
+            "margin_w": round(self.margin_w(cap_w), 2),
+            "noise_w": round(self.model.noise_w, 2),
+            "seen": len(self.model.observed(self.clock)),
+            "changes": self.model.changes,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sizes": [self.sizes[0], self.sizes[-1], len(self.sizes)],
+            "margin_frac": self.margin_frac,
+            "noise_sigmas": self.noise_sigmas,
+            "max_jump": self.max_jump,
+            "explore_clocks": self.explore_clocks,
+        }

@@ -1,0 +1,208 @@
+"""The whole experiment: every chosen job, method and seed, with the job's sweep done once per job.
+
+Jobs are independent, so they run in ``workers`` processes; each returns its profile and runs, and
+the parent gathers them in job order, so the result does not depend on which process ran what.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchsizer.errors import ConfigError
+from batchsizer.repro.devices import get_factory, open_job_device
+from batchsizer.repro.jobs import PAPER_ITEMS, Job, check_gpu, figure_jobs, jobs_for
+from batchsizer.repro.methods import DEFAULT_METHODS, MethodContext, get_method, parse_methods
+from batchsizer.repro.runner import RunResult, execute, score
+from batchsizer.repro.sweep import Profile, SweepConfig, profile_job
+
+#: the metrics aggregated over seeds (mean, spread) per job and method
+METRICS: tuple[str, ...] = (
+    "throughput",
+    "oracle_fraction",
+    "avg_batch_size",
+    "energy_per_image_j",
+    "over_cap_fraction",
+    "worst_overshoot_w",
+    "longest_violation_s",
+    "longest_episode_s",
+    "settle_s",
+    "true_energy_per_image_j",
+    "true_over_cap_fraction",
+    "true_worst_overshoot_w",
+)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    gpu: str = "p40"
+    job_ids: tuple[int, ...] | None = None
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    seeds: int = 3
+    items: int = PAPER_ITEMS
+    workers: int = 2
+    #: "sim" (the calibrated simulator) or "toy" (an analytic stand-in for harness checks)
+    device: str = "sim"
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def checked(self) -> ExperimentConfig:
+        """Validate everything before any run starts, so a mistake costs nothing."""
+        check_gpu(self.gpu)
+        get_factory(self.device)
+        parse_methods(list(self.methods))
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError("seeds", f"must be a whole number, at least 1, got {self.seeds!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError("workers", f"must be a whole number, at least 1, got {self.workers!r}")
+        jobs_for(self.gpu, self.job_ids, self.items)
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu": self.gpu,
+            "jobs": list(self.job_ids) if self.job_ids else None,
+            "methods": list(self.methods),
+            "seeds": self.seed_list,
+            "items": self.items,
+            "workers": self.workers,
+            "device": self.device,
+            "sweep": {
+                "min_batches": self.sweep.min_batches,
+                "min_seconds": self.sweep.min_seconds,
+                "grid": list(self.sweep.grid),
+                "refine": self.sweep.refine,
+                "max_verify": self.sweep.max_verify,
+            },
+        }
+
+
+@dataclass
+class JobOutcome:
+    job: Job
+    profile: Profile | None
+    runs: list[RunResult]
+    wall_s: float
+    sweep_wall_s: float
+
+
+@dataclass
+class ExperimentResult:
+    config: ExperimentConfig
+    outcomes: list[JobOutcome]
+    wall_s: float
+
+    @property
+    def runs(self) -> list[RunResult]:
+        return [r for o in self.outcomes for r in o.runs]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [o.job for o in self.outcomes]
+
+
+def run_job(cfg: ExperimentConfig, job: Job, keep_series: bool = False) -> JobOutcome:
+    """Sweep one job if a method needs it, then run every method with every seed."""
+    t0 = time.perf_counter()
+    factory = get_factory(cfg.device)
+    methods = [get_method(n) for n in parse_methods(list(cfg.methods))]
+    probe = open_job_device(factory, job, cfg.seed_list[0])
+    knobs = probe.knobs
+    probe.close()
+    profile = None
+    if any(m.needs_profile for m in methods):
+        profile = profile_job(factory, job, knobs.clock_levels_mhz, seed=cfg.seed_list[0], cfg=cfg.sweep)
+    sweep_s = time.perf_counter() - t0
+    runs: list[RunResult] = []
+    for seed in cfg.seed_list:
+        by_method: dict[str, RunResult] = {}
+        for m in methods:
+            if m.needs_clocks and not knobs.has_clocks:
+                continue
+            plan = m.build(MethodContext(job, knobs, profile if m.needs_profile else None))
+            keep = keep_series and seed == cfg.seed_list[0]
+            run = execute(open_job_device(factory, job, seed), plan, job.cap_w, job.items, keep_samples=keep)
+            by_method[m.name] = score(job, m.name, seed, plan, run, keep)
+        oracle = by_method.get("oracle")
+        for r in by_method.values():
+            if oracle is not None and oracle.throughput > 0:
+                r.oracle_fraction = r.throughput / oracle.throughput
+        runs.extend(by_method.values())
+    return JobOutcome(job, profile, runs, time.perf_counter() - t0, sweep_s)
+
+
+def _job_task(cfg: ExperimentConfig, job: Job, keep_series: bool) -> JobOutcome:
+    return run_job(cfg, job, keep_series)
+
+
+def run_experiment(cfg: ExperimentConfig, on_job_done: Callable[[JobOutcome], None] | None = None) -> ExperimentResult:
+    """All jobs, in ``cfg.workers`` processes; ``on_job_done`` is told as each job finishes."""
+    cfg = cfg.checked()
+    t0 = time.perf_counter()
+    jobs = jobs_for(cfg.gpu, cfg.job_ids, cfg.items)
+    series_jobs = set(figure_jobs([j.id for j in jobs]))
+    outcomes: dict[int, JobOutcome] = {}
+    if cfg.workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            out = run_job(cfg, job, job.id in series_jobs)
+            outcomes[job.id] = out
+            if on_job_done:
+                on_job_done(out)
+    else:
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx) as pool:
+            futures = [pool.submit(_job_task, cfg, job, job.id in series_jobs) for job in jobs]
+            for fut in as_completed(futures):
+                out = fut.result()
+                outcomes[out.job.id] = out
+                if on_job_done:
+                    on_job_done(out)
+    ordered = [outcomes[j.id] for j in jobs]
+    return ExperimentResult(cfg, ordered, time.perf_counter() - t0)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation, min and max of the finite values (NaN when none)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "min": min(vals),
+        "max": max(vals),
+    }
+
+
+def aggregate(result: ExperimentResult) -> list[dict[str, Any]]:
+    """One row per (job, method): each metric's mean and spread over the seeds."""
+    rows: list[dict[str, Any]] = []
+    for out in result.outcomes:
+        names = list(dict.fromkeys(r.method for r in out.runs))
+        for name in names:
+            runs = [r for r in out.runs if r.method == name]
+            row: dict[str, Any] = {
+                "job": out.job.id,
+                "model": out.job.model,
+                "dataset": out.job.dataset,
+                "cap_w": out.job.cap_w,
+                "method": name,
+                "seeds": len(runs),
+                "settled_runs": sum(r.settled for r in runs),
+                "note": runs[0].note,
+            }
+            for metric in METRICS:
+                for k, v in spread([getattr(r, metric) for r in runs]).items():
+                    row[f"{metric}_{k}"] = v
+            rows.append(row)
+    return rows

@@ -1,0 +1,162 @@
+"""The methods compared, by name: each turns a job (and, if it needs one, the job's sweep) into a plan.
+
+``batchsizer`` and ``dvfs`` are the paper's; the rest are the baselines it left out. Any controller
+registered in :mod:`batchsizer.policies` that is not listed here can be named too: it runs with the
+paper's sizes and alpha and no profile (so a new controller joins the comparison by registering
+itself, nothing here changes). :func:`register_method` adds a method that needs more than that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from batchsizer.errors import ConfigError
+from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, make_controller
+from batchsizer.policies.base import DeviceKnobs
+from batchsizer.policies.static import Static
+from batchsizer.repro.jobs import Job
+from batchsizer.repro.runner import Plan
+from batchsizer.repro.sweep import Profile
+
+#: the paper's configuration (Section 4.2 and 5.1)
+PAPER_ALPHA = 0.8
+PAPER_DVFS_BATCH = 16
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may look at to set up a run."""
+
+    job: Job
+    knobs: DeviceKnobs
+    #: the job's sweep, given only to methods that declare ``needs_profile``
+    profile: Profile | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    description: str
+    build: Callable[[MethodContext], Plan]
+    needs_profile: bool = False
+    needs_clocks: bool = False
+
+
+def _profile(ctx: MethodContext) -> Profile:
+    if ctx.profile is None:  # the experiment sweeps before building a method that needs it
+        raise ConfigError("method", "this method needs the job's sweep, which was not run")
+    return ctx.profile
+
+
+def _batchsizer(ctx: MethodContext) -> Plan:
+    return Plan(make_controller("batchsizer", ctx.knobs, sizes=DEFAULT_BATCH_SIZES, alpha=PAPER_ALPHA, initial=1))
+
+
+def _dvfs(ctx: MethodContext) -> Plan:
+    return Plan(make_controller("dvfs", ctx.knobs, batch_size=PAPER_DVFS_BATCH, alpha=PAPER_ALPHA))
+
+
+def _dvfs_best_batch(ctx: MethodContext) -> Plan:
+    size = _profile(ctx).best_paper_size
+    return Plan(make_controller("dvfs", ctx.knobs, batch_size=size, alpha=PAPER_ALPHA), note=f"batch {size}")
+
+
+def _hw_limit(ctx: MethodContext) -> Plan:
+    prof = _profile(ctx)
+    note = f"batch {prof.best_hw_size}, limit {prof.hw_limit_w:g} W" + (f" ({prof.hw_note})" if prof.hw_note else "")
+    return Plan(Static(prof.best_hw_size, None), power_limit_w=prof.hw_limit_w, note=note)
+
+
+def _aimd(ctx: MethodContext) -> Plan:
+    return Plan(make_controller("aimd", ctx.knobs, sizes=DEFAULT_BATCH_SIZES, initial=1))
+
+
+def _oracle(ctx: MethodContext) -> Plan:
+    prof = _profile(ctx)
+    assert prof.oracle is not None
+    o = prof.oracle
+    note = f"batch {o.batch_size} at {o.clock_mhz} MHz" + ("" if prof.oracle_clean else " (no clean candidate)")
+    return Plan(Static(o.batch_size, o.clock_mhz), note=note)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> None:
+    """Add (or replace) a method the reproduction can name."""
+    METHODS[method.name] = method
+
+
+for _m in (
+    Method("batchsizer", "BatchSizer", "Algorithm 1: sizes 1..256 (powers of two), alpha 0.8, start at 1", _batchsizer),
+    Method("dvfs", "DVFS", "the paper's DVFS: band search over the clock levels at batch 16", _dvfs, needs_clocks=True),
+    Method(
+        "dvfs-best-batch",
+        "DVFS best batch",
+        "the paper's DVFS search at the job's best paper batch size (by sweep)",
+        _dvfs_best_batch,
+        needs_profile=True,
+        needs_clocks=True,
+    ),
+    Method(
+        "hw-limit",
+        "HW power limit",
+        "the card's own power limit set to the cap (nvidia-smi -pl), default clocks, best fixed batch size",
+        _hw_limit,
+        needs_profile=True,
+        needs_clocks=True,
+    ),
+    Method("aimd", "AIMD", "Clipper-style on power: +4 per decision under the cap, -10% over it", _aimd),
+    Method(
+        "oracle",
+        "Oracle",
+        "the fastest static batch size and clock whose sensor peak stays under the cap, by sweep",
+        _oracle,
+        needs_profile=True,
+    ),
+):
+    register_method(_m)
+
+DEFAULT_METHODS: tuple[str, ...] = ("batchsizer", "dvfs", "dvfs-best-batch", "hw-limit", "aimd", "oracle")
+
+
+def _from_controller(name: str) -> Method:
+    def build(ctx: MethodContext) -> Plan:
+        return Plan(make_controller(name, ctx.knobs, sizes=DEFAULT_BATCH_SIZES, alpha=PAPER_ALPHA))
+
+    return Method(name, name, f"the registered controller {name!r} with the paper's sizes and alpha", build)
+
+
+def get_method(name: str) -> Method:
+    """A method by name: one of :data:`METHODS`, or any registered controller."""
+    if name in METHODS:
+        return METHODS[name]
+    if name in CONTROLLERS:
+        return _from_controller(name)
+    raise ConfigError("methods", f"unknown method {name!r}; choose from {', '.join(available_methods())}")
+
+
+def available_methods() -> list[str]:
+    extra = sorted(n for n in CONTROLLERS if n not in METHODS)
+    return list(METHODS) + extra
+
+
+def parse_methods(text: str | Sequence[str] | None) -> list[str]:
+    """Method names from ``"batchsizer,dvfs"`` (the oracle always runs: the others are scored against it)."""
+    if text is None:
+        names = list(DEFAULT_METHODS)
+    else:
+        parts = text.split(",") if isinstance(text, str) else list(text)
+        names = [p.strip() for p in parts if p.strip()]
+    if not names:
+        raise ConfigError("methods", f"choose at least one of {', '.join(available_methods())}")
+    seen: list[str] = []
+    for n in names:
+        get_method(n)
+        if n not in seen:
+            seen.append(n)
+    if "oracle" not in seen:
+        seen.append("oracle")
+    return seen

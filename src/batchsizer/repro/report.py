@@ -1,0 +1,280 @@
+"""What the reproduction shows and writes: a progress bar, terminal tables, CSV and JSON files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchsizer.errors import ConfigError
+from batchsizer.records import write_json_atomic
+from batchsizer.repro.experiment import ExperimentResult, JobOutcome, aggregate, spread
+
+
+@contextmanager
+def progress_bar(total: int, console: Console) -> Iterator[Any]:
+    """A bar over jobs; yields the callback the experiment calls as each job finishes."""
+    with Progress(
+        TextColumn("[bold]reproducing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("jobs"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=total)
+
+        def done(out: JobOutcome) -> None:
+            progress.update(task, advance=1, description=f"last: job {out.job.label} ({out.wall_s:.1f} s)")
+
+        yield done
+
+
+def _fmt(v: float, digits: int = 0) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:,.{digits}f}"
+
+
+def _pct(v: float, digits: int = 0) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{100 * v:.{digits}f}%"
+
+
+def _index(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+    return {(r["job"], r["method"]): r for r in rows}
+
+
+def gains(result: ExperimentResult) -> dict[int, float]:
+    """BatchSizer's throughput over DVFS's per job, as a mean over seeds of the per-seed ratio, minus 1."""
+    out: dict[int, float] = {}
+    for o in result.outcomes:
+        bs = {r.seed: r.throughput for r in o.runs if r.method == "batchsizer"}
+        dv = {r.seed: r.throughput for r in o.runs if r.method == "dvfs"}
+        ratios = [bs[s] / dv[s] - 1 for s in bs if s in dv and dv[s] > 0]
+        if ratios:
+            out[o.job.id] = spread(ratios)["mean"]
+    return out
+
+
+SHORT = {"batchsizer": "BS", "dvfs": "DVFS", "dvfs-best-batch": "DVFS*", "hw-limit": "HW-PL", "aimd": "AIMD"}
+
+
+def job_table(result: ExperimentResult, rows: list[dict[str, Any]]) -> Table:
+    """Per job: BatchSizer, DVFS and the oracle (images/s, mean ± std over seeds), and each method's share of the oracle."""
+    idx = _index(rows)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    others = [m for m in methods if m != "oracle"]
+    c = result.config
+    t = Table(
+        title=f"Per job on sim:{c.gpu}, {c.seeds} seeds, {c.items} images (img/s: mean ±std; %orc: share of the oracle)",
+        caption="DVFS* = DVFS at the best batch size; HW-PL = the card's power limit at the cap; BS over = time over the cap",
+    )
+    for col in ("job", "DNN/data", "cap W"):
+        t.add_column(col, justify="left" if col == "DNN/data" else "right")
+    for m in ("batchsizer", "dvfs", "oracle"):
+        if m in methods:
+            t.add_column(f"{SHORT.get(m, m)} img/s", justify="right")
+    if "batchsizer" in methods and "dvfs" in methods:
+        t.add_column("BS/DVFS", justify="right")
+    for m in others:
+        t.add_column(f"{SHORT.get(m, m)} %orc", justify="right")
+    if "batchsizer" in methods:
+        t.add_column("BS batch", justify="right")
+        t.add_column("BS over", justify="right")
+    g = gains(result)
+    for o in result.outcomes:
+        j = o.job
+        cells = [str(j.id), f"{j.model}/{'IN' if j.dataset == 'imagenet' else 'CT'}", f"{j.cap_w:g}"]
+        for m in ("batchsizer", "dvfs", "oracle"):
+            if m in methods:
+                r = idx.get((j.id, m))
+                cells.append(f"{_fmt(r['throughput_mean'])}±{_fmt(r['throughput_std'])}" if r else "-")
+        if "batchsizer" in methods and "dvfs" in methods:
+            cells.append(f"{100 * g[j.id]:+.1f}%" if j.id in g else "-")
+        for m in others:
+            r = idx.get((j.id, m))
+            cells.append(_pct(r["oracle_fraction_mean"]) if r else "-")
+        if "batchsizer" in methods:
+            r = idx.get((j.id, "batchsizer"))
+            cells.append(_fmt(r["avg_batch_size_mean"], 1) if r else "-")
+            cells.append(_pct(r["over_cap_fraction_mean"], 2) if r else "-")
+        t.add_row(*cells)
+    return t
+
+
+def method_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method over all jobs: share of the oracle, time over the cap, overshoot, settle time, energy."""
+    out = []
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == m]
+        frac = spread([r["oracle_fraction_mean"] for r in rs])
+        out.append(
+            {
+                "method": m,
+                "jobs": len(rs),
+                "oracle_fraction_mean": frac["mean"],
+                "oracle_fraction_min": frac["min"],
+                "over_cap_fraction_mean": spread([r["over_cap_fraction_mean"] for r in rs])["mean"],
+                "jobs_over_cap_1pct": sum(1 for r in rs if r["over_cap_fraction_mean"] > 0.01),
+                "worst_overshoot_w_max": spread([r["worst_overshoot_w_max"] for r in rs])["max"],
+                "longest_violation_s_max": spread([r["longest_violation_s_max"] for r in rs])["max"],
+                "longest_episode_s_max": spread([r["longest_episode_s_max"] for r in rs])["max"],
+                "settle_s_mean": spread([r["settle_s_mean"] for r in rs])["mean"],
+                "energy_per_image_j_mean": spread([r["energy_per_image_j_mean"] for r in rs])["mean"],
+                "true_over_cap_fraction_mean": spread([r["true_over_cap_fraction_mean"] for r in rs])["mean"],
+                "true_worst_overshoot_w_max": spread([r["true_worst_overshoot_w_max"] for r in rs])["max"],
+            }
+        )
+    return out
+
+
+def method_table(summary: list[dict[str, Any]]) -> Table:
+    t = Table(title="Per method, over the jobs (sensor readings; true power in the last two columns)")
+    cols = [
+        ("method", "left"),
+        ("% of oracle", "right"),
+        ("worst job", "right"),
+        ("time over cap", "right"),
+        ("jobs >1% over", "right"),
+        ("worst overshoot W", "right"),
+        ("longest spike s", "right"),
+        ("longest episode s", "right"),
+        ("settle s", "right"),
+        ("J/image", "right"),
+        ("true over cap", "right"),
+        ("true overshoot W", "right"),
+    ]
+    for name, just in cols:
+        t.add_column(name, justify=just)  # type: ignore[arg-type]
+    for s in summary:
+        t.add_row(
+            s["method"],
+            _pct(s["oracle_fraction_mean"], 1),
+            _pct(s["oracle_fraction_min"], 1),
+            _pct(s["over_cap_fraction_mean"], 2),
+            str(s["jobs_over_cap_1pct"]),
+            _fmt(s["worst_overshoot_w_max"], 1),
+            _fmt(s["longest_violation_s_max"], 2),
+            _fmt(s["longest_episode_s_max"], 1),
+            _fmt(s["settle_s_mean"], 1),
+            _fmt(s["energy_per_image_j_mean"], 3),
+            _pct(s["true_over_cap_fraction_mean"], 2),
+            _fmt(s["true_worst_overshoot_w_max"], 1),
+        )
+    return t
+
+
+def check_out_dir(out: Path) -> Path:
+    """The output folder must be a folder we can create and write; checked before any run."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise ConfigError("out", f"cannot write in {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def profile_rows(result: ExperimentResult) -> list[dict[str, Any]]:
+    rows = []
+    for o in result.outcomes:
+        p = o.profile
+        if p is None or p.oracle is None:
+            continue
+        rows.append(
+            {
+                "job": o.job.id,
+                "cap_w": o.job.cap_w,
+                "oracle_batch_size": p.oracle.batch_size,
+                "oracle_clock_mhz": p.oracle.clock_mhz,
+                "oracle_sweep_throughput": p.oracle.throughput,
+                "oracle_sweep_peak_w": p.oracle.peak_w,
+                "oracle_clean": p.oracle_clean,
+                "candidates_run_whole": len(p.verified),
+                "best_paper_batch_size": p.best_paper_size,
+                "best_hw_batch_size": p.best_hw_size,
+                "hw_limit_w": p.hw_limit_w,
+                "sweep_points": p.runs,
+                "job_wall_s": o.wall_s,
+                "sweep_wall_s": o.sweep_wall_s,
+            }
+        )
+    return rows
+
+
+def write_results(result: ExperimentResult, out: Path) -> dict[str, Path]:
+    """summary.csv (per job and method), runs.csv (per run), oracle.csv, results.json."""
+    rows = aggregate(result)
+    summary = method_summary(rows)
+    runs = [r.metrics() for r in result.runs]
+    for r in runs:
+        r["batch_sizes_used"] = " ".join(map(str, r["batch_sizes_used"]))
+        r["clocks_used"] = " ".join("default" if c is None else str(c) for c in r["clocks_used"])
+    files = {
+        "summary_csv": out / "summary.csv",
+        "runs_csv": out / "runs.csv",
+        "oracle_csv": out / "oracle.csv",
+        "methods_csv": out / "methods.csv",
+        "json": out / "results.json",
+    }
+    _write_text_atomic(files["summary_csv"], _csv(rows))
+    _write_text_atomic(files["runs_csv"], _csv(runs))
+    _write_text_atomic(files["oracle_csv"], _csv(profile_rows(result)))
+    _write_text_atomic(files["methods_csv"], _csv(summary))
+    g = gains(result)
+    claims = {}
+    if g:
+        best = max(g, key=lambda k: g[k])
+        worst = min(g, key=lambda k: g[k])
+        claims = {
+            "batchsizer_vs_dvfs_by_job": {str(k): v for k, v in g.items()},
+            "largest_gain": {"job": best, "gain": g[best], "paper": {"job": 19, "gain": 0.29}},
+            "largest_loss": {"job": worst, "gain": g[worst], "paper": {"job": 5, "gain": -0.08}},
+            "jobs_batchsizer_faster": sum(1 for v in g.values() if v > 0),
+        }
+    write_json_atomic(
+        files["json"],
+        {
+            "config": result.config.to_dict(),
+            "wall_s": result.wall_s,
+            "claims": claims,
+            "methods": summary,
+            "per_job": rows,
+            "oracle": profile_rows(result),
+            "runs": runs,
+        },
+    )
+    return files

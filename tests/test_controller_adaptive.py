@@ -1,0 +1,164 @@
+"""The adaptive controller on hand-made observations: jumps, cap drops and rises, saturation, noise."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from batchsizer.errors import ConfigError
+from batchsizer.policies import CONTROLLERS, make_controller
+from batchsizer.policies.adaptive import Adaptive, fine_sizes
+from batchsizer.policies.base import Observation, Setting
+from batchsizer.policies.plant_model import PlantModel
+
+
+def peak_concave(b: int) -> float:
+    """Rises with the batch size and bends over, as the paper's Fig. 1."""
+    return 50.0 + 180.0 * b / (b + 40.0)
+
+
+def batch_time(b: int) -> float:
+    """A fixed cost per batch and a cost per image: speed saturates with the size."""
+    return 0.02 + 0.004 * b
+
+
+def obs(setting: Setting, cap: float, peak_of=peak_concave, time_of=batch_time, period: int = 0) -> Observation:
+    b = setting.batch_size
+    t = 10 * time_of(b)
+    return Observation(period, 0.0, t, cap, peak_of(b), 0.5 * (50 + peak_of(b)), 10 * b, 10, setting, 20)
+
+
+def drive(ctrl: Adaptive, caps: list[float], peak_of=peak_concave, time_of=batch_time) -> list[Setting]:
+    setting = ctrl.initial()
+    seen = [setting]
+    for i, cap in enumerate(caps):
+        setting = ctrl.decide(obs(setting, cap, peak_of, time_of, i)).setting
+        seen.append(setting)
+    return seen
+
+
+def best_static(cap: float, sizes, peak_of=peak_concave, time_of=batch_time) -> int:
+    ok = [b for b in sizes if peak_of(b) <= cap]
+    return max(ok, key=lambda b: b / time_of(b))
+
+
+def test_jumps_to_a_feasible_size_in_few_periods_without_going_over() -> None:
+    ctrl = Adaptive(max_jump=8)
+    path = drive(ctrl, [180.0] * 12)
+    assert all(peak_concave(s.batch_size) <= 180.0 for s in path)
+    best = best_static(180.0, ctrl.sizes)
+
+    def speed(b: int) -> float:
+        return b / batch_time(b)
+
+    # within the saturation tolerance of the best static size's speed (it stops where gains are ~1%)
+    assert speed(path[-1].batch_size) >= 0.97 * speed(best)
+    # in far fewer periods than a climb one grid step at a time (the grid has ~60 sizes up to 256)
+    first_near = next(i for i, s in enumerate(path) if speed(s.batch_size) >= 0.97 * speed(best))
+    assert first_near <= 6
+
+
+def test_backs_off_within_one_period_on_a_cap_drop_and_uses_a_rise() -> None:
+    ctrl = Adaptive()
+    path = drive(ctrl, [200.0] * 10)
+    high = path[-1].batch_size
+    # the cap drops to 120 W: the loop closes a period at once, the next setting must be under it
+    d = ctrl.decide(obs(path[-1], 120.0, period=10))
+    assert peak_concave(d.setting.batch_size) <= 120.0
+    assert d.setting.batch_size < high
+    # the cap comes back: the controller returns near the size it had, using what it learned
+    s = d.setting
+    for i in range(3):
+        s = ctrl.decide(obs(s, 200.0, period=11 + i)).setting
+    assert s.batch_size >= 0.8 * high
+
+
+def test_detects_saturation_and_does_not_climb_past_it() -> None:
+    # power keeps rising with size, speed is flat past ~16 (all the time is per image)
+    def flat_time(b: int) -> float:
+        return 0.001 + 0.01 * b
+
+    path = drive(Adaptive(), [250.0] * 15, time_of=flat_time)
+    assert max(s.batch_size for s in path) <= 64
+    assert path[-1].batch_size < 64
+
+
+def test_copes_with_non_monotone_power() -> None:
+    # power peaks at 64 (over the cap) and falls beyond it, as the Zeus V100 ShuffleNet trace does;
+    # speed keeps rising, so the best size under the cap is past the hump
+    def hump(b: int) -> float:
+        return 60.0 + (130.0 if 40 <= b <= 90 else 80.0 * min(b, 256) / 256 + 20)
+
+    ctrl = Adaptive()
+    path = drive(ctrl, [170.0] * 25, peak_of=hump)
+    over = [s for s in path if hump(s.batch_size) > 170.0]
+    assert len(over) <= 2  # it may step on the hump once, never stays there
+    assert all(hump(s.batch_size) <= 170.0 for s in path[-5:])
+
+
+def test_noise_widens_the_margin_and_does_not_trigger_false_load_changes() -> None:
+    rng = random.Random(1)
+
+    def noisy(b: int) -> float:
+        return peak_concave(b) + rng.gauss(0, 2.0)
+
+    ctrl = Adaptive()
+    path = drive(ctrl, [180.0] * 40, peak_of=noisy)
+    assert ctrl.margin_w(180.0) > 0.02 * 180.0  # the measured noise sets the margin
+    assert ctrl.model.changes == 0
+    assert sum(peak_concave(s.batch_size) > 180.0 - 2.0 for s in path[-10:]) == 0
+
+
+def test_a_load_change_is_detected_and_the_model_relearns() -> None:
+    ctrl = Adaptive()
+    s = drive(ctrl, [180.0] * 10)[-1]
+
+    def hotter(b: int) -> float:
+        return peak_concave(b) + 25.0
+
+    reasons = []
+    for i in range(6):
+        d = ctrl.decide(obs(s, 180.0, peak_of=hotter, period=20 + i))
+        reasons.append(d.reason)
+        s = d.setting
+    assert ctrl.model.changes >= 1 or "over-cap" in reasons
+    assert hotter(s.batch_size) <= 180.0
+
+
+def test_lowers_the_clock_when_even_the_smallest_size_is_over() -> None:
+    levels = (500, 700, 900)
+    ctrl = Adaptive(clock_levels_mhz=levels)
+
+    def peak(b: int) -> float:
+        return 120.0
+
+    d = ctrl.decide(obs(Setting(1, 900), 100.0, peak_of=peak))
+    assert d.setting.clock_mhz == 700
+
+
+def test_invalid_reading_keeps_the_setting() -> None:
+    ctrl = Adaptive()
+    bad = Observation(0, 0.0, 1.0, 150.0, float("nan"), float("nan"), 10, 10, Setting(1), 0)
+    assert ctrl.decide(bad).setting == ctrl.initial()
+
+
+def test_plant_model_predicts_high_between_and_above_points() -> None:
+    m = PlantModel()
+    m.add(None, 8, 100.0, 80.0, 0.05, 0)
+    m.add(None, 32, 150.0, 110.0, 0.15, 1)
+    mid = m.peak(None, 16)
+    assert mid is not None and 100.0 + (150 - 100) * (16 - 8) / (32 - 8) <= mid <= 150.0
+    above = m.peak(None, 64)
+    assert above is not None and above >= 150.0 + (150 - 100) / 24 * 32 - 1e-9
+
+
+def test_fine_sizes_and_registration() -> None:
+    sizes = fine_sizes(256)
+    assert sizes[0] == 1 and sizes[-1] == 256
+    assert {1, 2, 4, 8, 16, 32, 64, 128, 256} <= set(sizes)
+    assert len(sizes) > 40
+    assert "adaptive" in CONTROLLERS
+    assert isinstance(make_controller("adaptive"), Adaptive)
+    with pytest.raises(ConfigError):
+        Adaptive(initial=3000)
