@@ -30,7 +30,7 @@ BAD = [
     (["--sizes", "1,x"], "sizes", "whole numbers"),
     (["--alpha", "1.5"], "alpha", "between 0 and 1"),
     (["--alpha", "0"], "alpha", "between 0 and 1"),
-    (["--initial", "3"], "initial", "one of"),
+    (["--controller", "batchsizer", "--initial", "3"], "initial", "one of"),
     (["--controller", "static", "--batch-size", "0"], "batch", "at least 1"),
     (["--cap-schedule", "5:200"], "cap schedule", "time 0"),
     (["--cap-schedule", "0:200,10"], "cap schedule", "SECONDS:WATTS"),
@@ -95,7 +95,10 @@ def test_config_missing_file(tmp_path: Path) -> None:
 
 
 def test_config_values_apply_and_flags_win(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, 'device = "scripted"\nitems = 300\ncap = 150\nsizes = [1, 2, 4, 8]\nwindow = 5\n')
+    cfg = write_config(
+        tmp_path,
+        'device = "scripted"\nitems = 300\ncap = 150\nsizes = [1, 2, 4, 8]\nwindow = 5\ncontroller = "batchsizer"\n',
+    )
     js = tmp_path / "s.json"
     result = CliRunner().invoke(cli, ["run", "-q", "--config", str(cfg), "--items", "200", "--json", str(js)])
     assert result.exit_code == 0, result.stderr

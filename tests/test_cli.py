@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from batchsizer.cli import cli
 from batchsizer.records import read_records
 
-SCRIPTED = ["run", "--device", "scripted", "--items", "300", "-q"]
+# the paper's controller, pinned (the default may differ); a later --controller overrides it
+SCRIPTED = ["run", "--device", "scripted", "--items", "300", "-q", "--controller", "batchsizer"]
 
 
 def invoke(*args: str):
@@ -99,7 +100,15 @@ def test_help_explains_every_option_with_its_default(name: str) -> None:
 
 def test_run_help_shows_defaults() -> None:
     text = " ".join(invoke("run", "--help").output.split())
-    for piece in ("[default: sim:p40]", "[default: batchsizer]", "[default: 0.8]", "[default: 10]", "1,2,4,8,16"):
+    from batchsizer.policies import DEFAULT_CONTROLLER
+
+    for piece in (
+        "[default: sim:p40]",
+        f"[default: {DEFAULT_CONTROLLER}]",
+        "[default: 0.8]",
+        "[default: 10]",
+        "1,2,4,8,16",
+    ):
         assert piece in text
 
 
@@ -120,7 +129,7 @@ def test_json_and_records(tmp_path: Path) -> None:
 
 
 def test_plain_lines_when_not_a_terminal() -> None:
-    result = invoke("run", "--device", "scripted", "--items", "300")
+    result = invoke("run", "--device", "scripted", "--items", "300", "--controller", "batchsizer")
     assert result.exit_code == 0
     assert result.output.startswith("job: scripted | controller batchsizer | cap 200 W")
     assert re.search(r"t=\s*\d+\.\d+s cap\s+200 W peak\s+\d+ W", result.output)

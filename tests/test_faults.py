@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from collections import Counter
 
 import pytest
@@ -75,17 +76,20 @@ def run_with(injection: Injection, caps, controller_name: str = "batchsizer", it
 
 def check_handled(kind: str, injection: Injection, summary, spy: Spy, ev: Events, truth) -> None:
     guard_kind = GUARD_KIND[kind]
-    # detected, warned once, counted
-    warnings = [e for e in ev.events if e[0] == "telemetry" and e[2].get("fault") == guard_kind]
-    assert len(warnings) == 1, (kind, ev.events)
-    assert summary.counts.get(guard_kind, 0) >= 1
-    assert any(guard_kind.replace("_", " ") in n for n in summary.notes)
     # the controller never saw a reading that differs from the truth (a frozen sensor's first window
     # still equals the truth: nothing had changed yet)
     for obs in spy.seen:
         true = summarize(truth.samples(obs.start, obs.end), obs.start, obs.end)
         assert math.isclose(obs.peak_w, true.peak_w), (kind, obs, true)
-        assert obs.setting == spy.seen[-1].setting or True
+    if kind == "dead" and not any(
+        injection.start <= r.observation.start and r.observation.end <= injection.end for r in ev.periods
+    ):
+        return  # a gap shorter than a window leaves real readings on both sides: nothing to catch
+    # detected, warned once, counted
+    warnings = [e for e in ev.events if e[0] == "telemetry" and e[2].get("fault") == guard_kind]
+    assert len(warnings) == 1, (kind, ev.events)
+    assert summary.counts.get(guard_kind, 0) >= 1
+    assert any(guard_kind.replace("_", " ") in n for n in summary.notes)
     # recovered: the controller decides again after the fault ended
     assert any(o.start >= injection.end for o in spy.seen), kind
     if kind != "spike":  # a spike voids nothing, the rest void periods and end in a recovery
@@ -104,7 +108,7 @@ HANDLED: Counter[str] = Counter()
 
 @pytest.mark.parametrize("kind", list(GUARD_KIND))
 def test_each_fault_kind_is_handled_at_random_times(kind: str) -> None:
-    rng = random.Random(hash(kind) % 1000)
+    rng = random.Random(zlib.crc32(kind.encode()))
     for _ in range(8):
         start = rng.uniform(0.5, 6.0)
         length = rng.uniform(0.6, 3.0) if kind != "spike" else 0.001
@@ -136,7 +140,6 @@ def test_fallback_goes_to_smallest_setting_known_under_the_new_cap() -> None:
     after_drop = [r for r in ev.periods if r.observation.end > 3.0 and r.decision.reason.endswith("bad-reading")]
     assert after_drop
     assert all(r.decision.setting.batch_size == 1 for r in after_drop if r.decision.reason == "fallback-bad-reading")
-    assert all(r.decision.setting.batch_size * 0 + 1 for r in after_drop)
     held_over = [
         r for r in after_drop if r.decision.reason == "hold-bad-reading" and r.observation.setting.batch_size == 16
     ]

@@ -57,7 +57,7 @@ class Adaptive(Controller):
         margin_frac: float = 0.02,
         noise_sigmas: float = 1.5,
         max_jump: float = 8.0,
-        first_jump: float = 4.0,
+        first_jump: float = 8.0,
         gain_eps: float = 0.01,
         explore_clocks: bool = True,
     ) -> None:

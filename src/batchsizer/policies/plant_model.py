@@ -22,7 +22,7 @@ the load changed (new input, thermal drift): the model then forgets everything e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Point:
     n: int
     last_period: int
     mean_w: float = math.nan
+    recent: list[float] = field(default_factory=list)
 
 
 class PlantModel:
@@ -49,7 +50,10 @@ class PlantModel:
         self._noise_n = 0
         self.floor_w = math.inf  # lowest mean power seen, a rough idea of the idle floor
         self.changes = 0
-        self._suspect: tuple[tuple[int | None, int], float] | None = None
+        self._suspect: tuple[tuple[int | None, int], bool] | None = None
+        self.mean_noise = 0.0
+        #: how many recent peak readings a setting's peak is the highest of
+        self.keep = 4
 
     def table(self, clock: int | None) -> dict[int, Point]:
         return self.points.setdefault(clock, {})
@@ -62,30 +66,41 @@ class PlantModel:
         table = self.table(clock)
         p = table.get(size)
         if p is None:
-            table[size] = Point(peak_w, batch_s, 1, period, mean_w)
+            table[size] = Point(peak_w, batch_s, 1, period, mean_w, [peak_w])
             return False
         dev = peak_w - p.peak_w
+        mdev = (mean_w - p.mean_w) / p.mean_w if p.mean_w > 0 else 0.0
         tdev = (batch_s - p.batch_s) / p.batch_s if p.batch_s > 0 else 0.0
-        limit = max(self.change_sigmas * self.noise_w, self.change_frac * max(p.peak_w, 1.0))
-        if p.n >= 2 and (abs(dev) > limit or abs(tdev) > max(self.change_sigmas * self.time_noise, 0.15)):
+        # a changed load shows in the mean power or the time per batch, both averages over the whole
+        # period; the peak alone is not trusted for it (a sparse sensor misses spikes now and then)
+        moved = abs(mdev) > max(self.change_sigmas * self.mean_noise, self.change_frac) or abs(tdev) > max(
+            self.change_sigmas * self.time_noise, 0.15
+        )
+        if p.n >= 2 and moved:
+            sign = (mdev if abs(mdev) > self.change_frac else tdev) > 0
             # twice in a row, the same way: the load changed (once may be a noise spike)
-            if self._suspect is not None and self._suspect[0] == (clock, size) and self._suspect[1] * dev > 0:
+            if self._suspect is not None and self._suspect[0] == (clock, size) and self._suspect[1] == sign:
                 self._suspect = None
                 self.changes += 1
                 self.forget_except(clock, size)
-                table[size] = Point(peak_w, batch_s, 1, period, mean_w)
+                table[size] = Point(peak_w, batch_s, 1, period, mean_w, [peak_w])
                 return True
-            self._suspect = ((clock, size), dev)
+            self._suspect = ((clock, size), sign)
             if dev > 0:
-                p.peak_w = peak_w  # safety: a higher reading counts at once
+                p.recent.append(peak_w)  # safety: a higher reading counts at once
+                p.peak_w = max(p.recent[-self.keep :])
             return False
         self._suspect = None
         w = 0.25 if self._noise_n > 4 else 1.0 / (self._noise_n + 1)
-        self.noise_w = (1 - w) * self.noise_w + w * abs(dev)
+        if dev > 0:  # a reading above what was known: that is the noise a margin must cover
+            self.noise_w = (1 - w) * self.noise_w + w * dev
+        self.mean_noise = (1 - w) * self.mean_noise + w * abs(mdev)
         self.time_noise = (1 - w) * self.time_noise + w * abs(tdev)
         self._noise_n += 1
-        # rise at once to a higher reading, come down slowly: a spike seen once may come back
-        p.peak_w = peak_w if peak_w > p.peak_w else 0.75 * p.peak_w + 0.25 * peak_w
+        # the peak is the highest of the last few readings: a reading below it is most often the
+        # sensor missing a spike (GA100 sees a quarter of the time), not the power falling
+        p.recent = [*p.recent[-(self.keep - 1) :], peak_w]
+        p.peak_w = max(p.recent)
         p.batch_s = 0.5 * p.batch_s + 0.5 * batch_s
         p.mean_w = 0.5 * p.mean_w + 0.5 * mean_w
         p.n += 1
@@ -106,23 +121,28 @@ class PlantModel:
         if size in table:
             return table[size].peak_w
         sizes = sorted(table)
+        # unmeasured sizes are predicted from the running maximum of the measured peaks: a reading
+        # lower than a smaller size's may be real (Zeus has such curves) or a spike the sensor
+        # missed, and only the first is safe to extrapolate from
+        env: dict[int, float] = {}
+        top_w = -math.inf
+        for s in sizes:
+            top_w = max(top_w, table[s].peak_w)
+            env[s] = top_w
         below = [s for s in sizes if s < size]
         above = [s for s in sizes if s > size]
         if below and above:
             a, c = below[-1], above[0]
             w = (math.log(size) - math.log(a)) / (math.log(c) - math.log(a))
-            pa, pc = table[a].peak_w, table[c].peak_w
-            return max(pa, pc) if pc < pa else pa + w * (pc - pa)
+            return env[a] + w * (env[c] - env[a])
         if above:  # below every observed size: assume no higher than the smallest one seen
             return min(table[s].peak_w for s in above[:2])
         top = sizes[-1]
-        p_top = table[top].peak_w
-        avg_slope = p_top / top
-        slope = self.min_slope_frac * avg_slope
+        p_top = env[top]
+        slope = self.min_slope_frac * p_top / top
         if len(sizes) >= 2:
             prev = sizes[-2]
-            secant = (p_top - table[prev].peak_w) / (top - prev)
-            slope = max(slope, secant)
+            slope = max(slope, (p_top - env[prev]) / (top - prev))
         return p_top + slope * (size - top)
 
     def batch_time(self, clock: int | None, size: int) -> float | None:
@@ -135,7 +155,13 @@ class PlantModel:
         sizes = sorted(table)
         if len(sizes) == 1:
             s = sizes[0]
-            # one point: optimistic, all of the time is a fixed per-batch cost (speed grows with size)
+            ref = self._reference(clock)
+            if ref is not None:
+                # one point at this clock: the shape of another clock's curve, through this point
+                t_ref_s, t_ref = self.batch_time(ref, s), self.batch_time(ref, size)
+                if t_ref_s and t_ref:
+                    return table[s].batch_s * t_ref / t_ref_s
+            # nothing else known: optimistic, all of the time a fixed per-batch cost (speed grows)
             return table[s].batch_s
         below = [s for s in sizes if s < size]
         above = [s for s in sizes if s > size]
@@ -165,6 +191,14 @@ class PlantModel:
         if not math.isfinite(p.mean_w) or span <= 1e-6:
             return 1.0
         return min(max((p.mean_w - self.floor_w) / span, 0.0), 1.0)
+
+    def _reference(self, clock: int | None) -> int | None:
+        """Another clock with at least two sizes seen (the most), whose curve shapes can be borrowed."""
+        best = None
+        for c, t in self.points.items():
+            if c != clock and len(t) >= 2 and (best is None or len(t) > len(self.points[best])):
+                best = c
+        return best
 
     def throughput(self, clock: int | None, size: int) -> float | None:
         t = self.batch_time(clock, size)

@@ -9,7 +9,13 @@ import click
 
 
 @click.command()
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the numbers here.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the numbers as JSON [default: none].",
+)
 def command(json_path: Path | None) -> None:
     """Fit the simulated GPUs to ../shared/data (NVML sensor files, Zeus tables) and the paper; print the errors."""
     from batchsizer.shared_data import DataUnavailable
