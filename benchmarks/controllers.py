@@ -128,7 +128,8 @@ def dynamic_run(name: str, device: Device, schedule: list[tuple[float, float]], 
     ctrl = controller_for(name, device, sizes)
     with device:
         s = ControlLoop(device, ctrl, CapSchedule(schedule), WINDOW, observers).run(DynamicBatchStream(range(items)))
-    period = s.duration_s / max(s.periods, 1)
+    # a violation may last one control period: the longest period of the run (sizes change them)
+    period = max((p.end - p.start for p in trace.periods), default=s.duration_s)
     changes = schedule[1:] if shift is None else [(shift[0], schedule[0][1])]
     true = s.true_power or {}
     return {

@@ -75,13 +75,13 @@ def test_backs_off_within_one_period_on_a_cap_drop_and_uses_a_rise() -> None:
 
 
 def test_detects_saturation_and_does_not_climb_past_it() -> None:
-    # power keeps rising with size, speed is flat past ~16 (all the time is per image)
-    def flat_time(b: int) -> float:
-        return 0.001 + 0.01 * b
+    # power keeps rising with size, speed peaks near 14 and falls beyond (contention), cap never binds
+    def contended(b: int) -> float:
+        return 0.01 + 0.01 * b + 0.00005 * b * b
 
-    path = drive(Adaptive(), [250.0] * 15, time_of=flat_time)
+    path = drive(Adaptive(), [250.0] * 15, time_of=contended)
     assert max(s.batch_size for s in path) <= 64
-    assert path[-1].batch_size < 64
+    assert 8 <= path[-1].batch_size <= 24
 
 
 def test_copes_with_non_monotone_power() -> None:
@@ -93,21 +93,38 @@ def test_copes_with_non_monotone_power() -> None:
     ctrl = Adaptive()
     path = drive(ctrl, [170.0] * 25, peak_of=hump)
     over = [s for s in path if hump(s.batch_size) > 170.0]
-    assert len(over) <= 2  # it may step on the hump once, never stays there
-    assert all(hump(s.batch_size) <= 170.0 for s in path[-5:])
+    # it probes into the hump a few times from below (a known cost: see docs/controllers.md),
+    # each for one period, then stays off it
+    assert len(over) <= 5
+    assert all(hump(s.batch_size) <= 170.0 for s in path[-10:])
 
 
 def test_noise_widens_the_margin_and_does_not_trigger_false_load_changes() -> None:
     rng = random.Random(1)
 
     def noisy(b: int) -> float:
-        return peak_concave(b) + rng.gauss(0, 2.0)
+        return peak_concave(b) + rng.gauss(0, 5.0)
 
     ctrl = Adaptive()
     path = drive(ctrl, [180.0] * 40, peak_of=noisy)
-    assert ctrl.margin_w(180.0) > 0.02 * 180.0  # the measured noise sets the margin
+    assert ctrl.margin_w(180.0) > 0.02 * 180.0  # the measured noise sets the margin, above the floor
     assert ctrl.model.changes == 0
-    assert sum(peak_concave(s.batch_size) > 180.0 - 2.0 for s in path[-10:]) == 0
+    # it settles where the noisy peaks mostly stay under the cap
+    assert sum(peak_concave(s.batch_size) > 180.0 - 5.0 for s in path[-10:]) == 0
+
+
+def test_a_sensor_that_misses_spikes_does_not_lower_the_peak_estimate() -> None:
+    # like the A100's sensor (sees a quarter of the time): some periods read far below the truth
+    rng = random.Random(3)
+
+    def sparse(b: int) -> float:
+        return peak_concave(b) if rng.random() < 0.7 else 60.0
+
+    ctrl = Adaptive()
+    path = drive(ctrl, [180.0] * 30, peak_of=sparse)
+    assert sum(peak_concave(s.batch_size) > 180.0 for s in path) <= 1
+    assert all(peak_concave(s.batch_size) <= 180.0 for s in path[10:])
+    assert ctrl.model.changes == 0
 
 
 def test_a_load_change_is_detected_and_the_model_relearns() -> None:

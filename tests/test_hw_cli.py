@@ -61,7 +61,9 @@ def test_profile_writes_json_and_csv(tmp_path: Path) -> None:
 
 def test_profile_on_a_simulated_gpu(tmp_path: Path) -> None:
     pytest.importorskip("batchsizer.sim.workload")
-    result = run("profile", "--device", "sim:p40", "--sizes", "1,8,64", "--batches", "3", "--json", str(tmp_path / "p.json"))
+    result = run(
+        "profile", "--device", "sim:p40", "--sizes", "1,8,64", "--batches", "3", "--json", str(tmp_path / "p.json")
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "p.json").read_text())["rows"]
     assert rows[0]["throughput"] < rows[-1]["throughput"] and rows[0]["peak_w"] < rows[-1]["peak_w"]

@@ -166,7 +166,9 @@ def test_nvml_absent_or_driver_not_loaded(install, monkeypatch):
 
 
 def test_gpu_info_and_clock_levels(install):
-    install(FakeGpu(), FakeGpu(name="Tesla P40", architecture=4, instant_field=False, energy_counter=False, uuid="GPU-p40"))
+    install(
+        FakeGpu(), FakeGpu(name="Tesla P40", architecture=4, instant_field=False, energy_counter=False, uuid="GPU-p40")
+    )
     with Nvml() as nvml:
         assert nvml.count() == 2
         h100 = gpu_info(nvml.gpu(0))
@@ -197,7 +199,13 @@ def test_locked_clocks_set_and_restored(install):
 
 def test_application_clocks_on_older_gpus(install):
     (g,) = install(
-        FakeGpu(name="Tesla P40", architecture=4, locked_clocks=False, memory_clocks=(3615,), graphics_clocks=(544, 1063, 1531))
+        FakeGpu(
+            name="Tesla P40",
+            architecture=4,
+            locked_clocks=False,
+            memory_clocks=(3615,),
+            graphics_clocks=(544, 1063, 1531),
+        )
     ).gpus
     with Nvml() as nvml:
         act = GpuActuators(nvml.gpu(0))

@@ -62,7 +62,10 @@ def test_power_from_counters_with_wraparound(tree: Path) -> None:
     (tree / "intel-rapl:1" / "energy_uj").write_text("12000000")  # +5 J
     meter._poll_once()
     samples = meter.samples(0.0, clock.t)
-    assert [round(s.watts, 6) for s in samples] == [30.0, pytest.approx((max_range - 10_000_000 + 5_000_000) / 1e6 / 0.5)]
+    assert [round(s.watts, 6) for s in samples] == [
+        30.0,
+        pytest.approx((max_range - 10_000_000 + 5_000_000) / 1e6 / 0.5),
+    ]
 
 
 def test_small_wrap_is_ordinary_power(tree: Path) -> None:

@@ -60,7 +60,9 @@ def fake_gpu_meter(monkeypatch):
 
 def test_tiny_cnn_through_the_real_loop(fake_gpu_meter) -> None:
     meter, _ = fake_gpu_meter
-    w = open_real_workload(WorkloadOptions(device="cpu", items=600, extra={"input_size": 32}), model=tiny_cnn(), meter=meter)
+    w = open_real_workload(
+        WorkloadOptions(device="cpu", items=600, extra={"input_size": 32}), model=tiny_cnn(), meter=meter
+    )
     controller = make_controller("batchsizer", w.device.knobs, sizes=(1, 2, 4, 8, 16, 32))
     seen = Collect()
     stream = DynamicBatchStream(w.source, prefetch=w.prefetch, prepare=w.prepare)
@@ -82,7 +84,9 @@ def test_tiny_cnn_through_the_real_loop(fake_gpu_meter) -> None:
 
 def test_cap_without_meter_is_a_clear_error() -> None:
     w = open_real_workload(
-        WorkloadOptions(device="cpu", items=40, extra={"input_size": 32}), model=tiny_cnn(), meter=NoMeter("cpu", "no RAPL here")
+        WorkloadOptions(device="cpu", items=40, extra={"input_size": 32}),
+        model=tiny_cnn(),
+        meter=NoMeter("cpu", "no RAPL here"),
     )
     stream = DynamicBatchStream(w.source, prepare=w.prepare)
     with w.device, pytest.raises(ConfigError, match="cpu has no usable power meter \\(no RAPL here\\)"):

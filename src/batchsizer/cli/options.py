@@ -12,7 +12,7 @@ from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
 from batchsizer.errors import ConfigError
 from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, DEFAULT_CONTROLLER
 from batchsizer.policies.base import check_sizes
-from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions
+from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,7 +28,7 @@ def parse_int_list(text: str, field: str) -> tuple[int, ...]:
 
 
 def workload_options(f: F) -> F:
-    """--device, --model, --dataset, --items, --images, --seed."""
+    """--device, --model, --dataset, --items, --images, --seed, --workers, --on-bad-image, --half, --channels-last, --checkpoint."""
     decorators = [
         click.option(
             "--device",
@@ -52,15 +52,58 @@ def workload_options(f: F) -> F:
             help="Folder of images (ImageFolder layout) for real devices [default: none, synthetic tensors].",
         ),
         click.option("--seed", default=0, type=int, help="Seed for the simulator's noise and variation."),
+        click.option(
+            "--workers",
+            default=2,
+            type=int,
+            help="Processes decoding --images (0: decode in the job's own process).",
+        ),
+        click.option(
+            "--on-bad-image",
+            type=click.Choice(["skip", "stop"]),
+            default="skip",
+            help="An --images file that cannot be decoded: skip it (counted in the summary, marked in "
+            "--save-outputs) or stop the job with an error naming it.",
+        ),
+        click.option(
+            "--half", is_flag=True, help="Run the model in float16 (cuda devices only) [default: off, float32]."
+        ),
+        click.option(
+            "--channels-last",
+            is_flag=True,
+            help="Run the model in the channels-last memory layout (real devices) [default: off, contiguous NCHW].",
+        ),
+        click.option(
+            "--checkpoint",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Model weights as a PyTorch state dict file (real devices) [default: none, random weights].",
+        ),
     ]
     for d in reversed(decorators):
         f = d(f)
     return f
 
 
+#: device kinds that run a real PyTorch model
+REAL_KINDS = ("cpu", "cuda")
+
+
 def make_workload_options(**kw: Any) -> WorkloadOptions:
     if kw["items"] is not None and kw["items"] < 1:
         raise ConfigError("items", f"must be at least 1, got {kw['items']}")
+    kind = device_kind(kw["device"])
+    workers, checkpoint = kw.get("workers", 2), kw.get("checkpoint")
+    if workers < 0:
+        raise ConfigError("workers", f"must be 0 or more, got {workers}")
+    if kw.get("half") and kind != "cuda":
+        raise ConfigError("half", f"half precision needs a cuda device, not {kw['device']!r}; leave --half out")
+    for name, given in (("channels-last", kw.get("channels_last")), ("checkpoint", checkpoint)):
+        if given and kind not in REAL_KINDS:
+            raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        what = "a folder" if Path(checkpoint).is_dir() else "missing"
+        raise ConfigError("checkpoint", f"{checkpoint} is {what}; give a PyTorch state dict file (.pt, .pth)")
     return WorkloadOptions(
         device=kw["device"],
         model=kw["model"],
@@ -68,6 +111,11 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         items=kw["items"],
         images=kw["images"],
         seed=kw["seed"],
+        half=bool(kw.get("half", False)),
+        channels_last=bool(kw.get("channels_last", False)),
+        checkpoint=checkpoint,
+        workers=workers,
+        extra={"on_bad_image": kw.get("on_bad_image", "skip")},
     )
 
 

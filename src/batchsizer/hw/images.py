@@ -6,23 +6,44 @@ gets back one uint8 NCHW array. ``Pool.map`` keeps the order, and the stream sli
 so every image is decoded exactly once and batches come out in order while the size moves. With
 the stream's prefetch the decoding of the next batches overlaps the device's work.
 
+A file that cannot be decoded (corrupt, truncated, not an image) either stops the job with an
+error naming it (``on_bad="stop"``: the batch holding it is not run, so every earlier item is done
+and a resumed job starts at that batch) or is skipped (``on_bad="skip"``, the default): it keeps
+its place in the stream as a blank image, so ids and resume stay aligned, and
+:meth:`ImageBatcher.skipped` lets ``--save-outputs`` mark it instead of writing a prediction;
+:class:`BadImageReport` counts the skipped items in the job's summary. Worker processes ignore
+SIGINT, so Ctrl-C reaches only the main process, which stops gracefully.
+
 :func:`write_synthetic_folder` writes a folder of JPEGs with ImageNet/Caltech-like sizes, to try
 the real path without a dataset.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from batchsizer.batching import Batch
+from batchsizer.devices import BatchOutcome
 from batchsizer.errors import ConfigError
+from batchsizer.loop import LoopObserver
+from batchsizer.policies.base import Setting
+from batchsizer.summary import Summary
+
+log = logging.getLogger(__name__)
+
+#: what to do with an image that cannot be decoded
+ON_BAD_CHOICES = ("skip", "stop")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -64,8 +85,31 @@ def decode(path: str, crop: int = 224, resize: int = 256) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
-def _decode_item(args: tuple[str, int, int]) -> np.ndarray:
-    return decode(*args)
+def _decode_item(args: tuple[str, int, int]) -> np.ndarray | str:
+    """The decoded image, or why it could not be decoded (a worker returns that rather than raising)."""
+    try:
+        return decode(*args)
+    except Exception as exc:  # any failure to read one user file is that file's problem, reported by name
+        return f"{type(exc).__name__}: {exc}".strip()
+
+
+def _ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C goes to the whole process group; only the main process should act on it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class BadImageError(ConfigError):
+    """An image could not be decoded and the user asked to stop on such files."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            "images",
+            f"{path} is not a readable image ({reason}). The job stopped before the batch holding it; every "
+            "earlier item is done and saved. Replace the file, or rerun with --on-bad-image skip "
+            "(add --resume to continue a --save-outputs job).",
+        )
 
 
 @dataclass
@@ -73,37 +117,98 @@ class ImageBatcher:
     """``prepare`` for a stream of (path, class) items: decodes a batch in ``workers`` processes.
 
     Returns a uint8 array of shape (n, 3, crop, crop). ``workers=0`` decodes in the calling thread.
+    ``on_bad``: ``"skip"`` puts a blank image in place of one that cannot be decoded and remembers
+    why (:attr:`bad`, :meth:`skipped`); ``"stop"`` raises :class:`BadImageError`.
     """
 
     crop: int = 224
     resize: int = 256
     workers: int = 2
+    on_bad: str = "skip"
+    #: path -> why it could not be decoded, for the images skipped so far
+    bad: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ConfigError("workers", f"must be 0 or more, got {self.workers}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError("workers", f"must be a whole number, 0 or more, got {self.workers!r}")
+        if self.on_bad not in ON_BAD_CHOICES:
+            raise ConfigError("on-bad-image", f"must be one of {', '.join(ON_BAD_CHOICES)}, got {self.on_bad!r}")
         self._pool: Any = None
+        self._lock = threading.Lock()
 
     def _ensure_pool(self) -> Any:
         if self._pool is None and self.workers > 0:
             # spawn, not fork: the parent holds torch/CUDA state and threads that fork would copy badly
-            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+            self._pool = multiprocessing.get_context("spawn").Pool(self.workers, initializer=_ignore_sigint)
         return self._pool
 
     def __call__(self, items: list[tuple[str, int]]) -> np.ndarray:
         args = [(path, self.crop, self.resize) for path, _ in items]
-        pool = self._ensure_pool()
-        if pool is None:
-            arrays = [_decode_item(a) for a in args]
-        else:
-            arrays = pool.map(_decode_item, args, chunksize=max(1, len(args) // (self.workers * 2)))
+        with self._lock:  # one batch at a time through the pool, also if two threads prepare
+            pool = self._ensure_pool()
+            if pool is None:
+                results = [_decode_item(a) for a in args]
+            else:
+                results = pool.map(_decode_item, args, chunksize=max(1, len(args) // (self.workers * 2)))
+        arrays: list[np.ndarray] = []
+        for (path, _), got in zip(items, results):
+            if isinstance(got, str):
+                if self.on_bad == "stop":
+                    raise BadImageError(path, got)
+                if not self.bad:
+                    log.warning("skipping unreadable image %s (%s); further ones are counted in the summary", path, got)
+                self.bad[path] = got
+                got = np.zeros((self.crop, self.crop, 3), dtype=np.uint8)
+            arrays.append(got)
         return np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
+
+    def skipped(self, item: tuple[str, int]) -> str | None:
+        """Why this item was skipped (``OutputWriter``'s ``skipped``), or None for a decoded image."""
+        reason = self.bad.get(item[0])
+        return None if reason is None else f"unreadable image: {reason}"
+
+    def report(self) -> BadImageReport:
+        """An observer that counts the skipped items the loop ran and puts them in the summary."""
+        return BadImageReport(self)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+
+
+class BadImageReport(LoopObserver):
+    """Counts the skipped images among the batches the loop ran (not those merely prefetched).
+
+    Put it before the recorder and the live view, so the summary they show already has the count.
+    """
+
+    COUNT_KEY = "bad_images_skipped"
+
+    def __init__(self, batcher: ImageBatcher) -> None:
+        self.batcher = batcher
+        self.count = 0
+        self.first: tuple[int, str] | None = None
+
+    def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        if not self.batcher.bad:
+            return
+        for i, item in zip(batch.indices, batch.items):
+            if item[0] in self.batcher.bad:
+                self.count += 1
+                if self.first is None:
+                    self.first = (i, item[0])
+
+    def on_end(self, summary: Summary) -> None:
+        if self.count == 0 or self.first is None:
+            return
+        summary.counts[self.COUNT_KEY] = summary.counts.get(self.COUNT_KEY, 0) + self.count
+        item, path = self.first
+        summary.notes.append(
+            f"{self.count} unreadable image(s) skipped and marked in the outputs (first: item {item}, {path}: "
+            f"{self.batcher.bad[path]})"
+        )
 
 
 # --- a synthetic folder -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from batchsizer.errors import DeviceError
 from batchsizer.hw.device import NoMeter, TorchDevice
+from batchsizer.hw.memory import retain_freed_memory
 from batchsizer.hw.torch_runner import (
     TorchRunner,
     build_model,
@@ -58,6 +59,7 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
     torch_module()
     device_name = parse_device(opts.device)
     check_device_available(device_name)
+    retain_freed_memory()  # see batchsizer.hw.memory: without it CPU batches page-fault their activations in
     if model is None:
         model_name = resolve_name(opts.model)
         model = build_model(model_name, opts.checkpoint)
@@ -76,12 +78,14 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
     if opts.images is not None:
         from batchsizer.hw.images import ImageBatcher, list_image_folder
 
+        on_bad = str(opts.extra.get("on_bad_image", "skip"))
+        batcher = ImageBatcher(crop=side, resize=round(side * 256 / 224), workers=opts.workers, on_bad=on_bad)
         source, classes = list_image_folder(opts.images)
-        prepare: Callable[[list[Any]], Any] = ImageBatcher(
-            crop=side, resize=round(side * 256 / 224), workers=opts.workers
+        prepare: Callable[[list[Any]], Any] = batcher
+        closers.append(batcher.close)
+        info.update(
+            images=str(opts.images), items=len(source), classes=len(classes), workers=opts.workers, on_bad_image=on_bad
         )
-        closers.append(prepare.close)  # type: ignore[attr-defined]
-        info.update(images=str(opts.images), items=len(source), classes=len(classes), workers=opts.workers)
         prefetch = 2
     else:
         source = range(opts.items)

@@ -57,9 +57,10 @@ class Adaptive(Controller):
         margin_frac: float = 0.02,
         noise_sigmas: float = 1.5,
         max_jump: float = 8.0,
-        first_jump: float = 8.0,
-        gain_eps: float = 0.01,
+        first_jump: float = 4.0,
+        gain_eps: float = 0.0025,
         explore_clocks: bool = True,
+        clock_exp_prior: float = 1.0,
     ) -> None:
         self.sizes = check_sizes(sizes if sizes is not None else fine_sizes())
         if not 0 <= margin_frac < 0.5:
@@ -80,8 +81,10 @@ class Adaptive(Controller):
         self.explore_clocks = explore_clocks and len(self.clocks) > 1
         self.model = PlantModel()
         self._given_up: set[int] = set()
-        #: exponent of dynamic power on the clock, learned (see _learn_clock_exp)
-        self.clock_exp = 1.0
+        #: exponent of dynamic power on the clock, learned (see _learn_clock_exp); 1 before any
+        #: lower clock was tried (as if the voltage did not fall with the clock, which errs high)
+        self.clock_exp_prior = clock_exp_prior
+        self.clock_exp = self.clock_exp_prior
         self._clock_fits: list[float] = []
         self._last_cap = math.nan
 
@@ -101,7 +104,9 @@ class Adaptive(Controller):
         seen = self.model.observed(clock)
         if not seen:
             return self.sizes[0]
-        factor = self.first_jump if len(seen) == 1 else self.max_jump
+        # short leaps from one or two points, or while the curve bends upward (convex: the secant
+        # then errs low, as on the Zeus traces at small sizes)
+        factor = self.first_jump if len(seen) <= 2 or self.model.convex(clock) else self.max_jump
         return int(seen[-1] * factor)
 
     def _clock_below(self, clock: int | None) -> int | None:
@@ -124,6 +129,25 @@ class Adaptive(Controller):
                 speed = self.model.throughput(c, s)
                 if peak is not None and speed is not None and peak <= target_w:
                     out.append((c, s, speed, s in seen))
+        if seen_only and self.explore_clocks:
+            # over the cap: besides the settings seen under it, the sizes seen at a lower clock,
+            # dynamic power scaled down as (f'/f)^k: a size the job already ran, only slower
+            floor = self.model.floor_w
+            for c in explored:
+                if c is None:
+                    continue
+                for s in self.model.observed(c):
+                    peak, t = self.model.peak(c, s), self.model.batch_time(c, s)
+                    if peak is None or t is None:
+                        continue
+                    for down in self.clocks:
+                        if down >= c or self.model.observed(down):
+                            continue
+                        if floor + (peak - floor) * (down / c) ** self.clock_exp <= target_w:
+                            duty = self.model.duty(c, s)
+                            out.append((down, s, s / (t * ((1 - duty) + duty * c / down)), False))
+                            break  # the highest such clock is the fastest for this size
+            return out
         if seen_only or not self.explore_clocks:
             return out
         # clocks below the best clock seen, never tried: predicted from it. Dynamic power scales as
@@ -200,7 +224,7 @@ class Adaptive(Controller):
         changed = self.model.add(clock, size, obs.peak_w, obs.mean_w, obs.duration_s / obs.batches, obs.period)
         if changed:
             self._clock_fits.clear()
-            self.clock_exp = 1.0
+            self.clock_exp = self.clock_exp_prior
         else:
             self._learn_clock_exp(clock, size, obs.peak_w)
         if changed:
@@ -222,7 +246,7 @@ class Adaptive(Controller):
             self.clock, self.size = clock, self.sizes[0]
             return Decision(self._setting(), "at-bottom", self._state(obs.cap_w))
         new_clock, new_size = choice
-        if clock is not None and new_clock is not None and new_clock > clock:
+        if not over and clock is not None and new_clock is not None and new_clock > clock:
             self._given_up.add(clock)  # coming back up from a tried lower clock: it did not pay
         if reason == "model":
             if (new_clock, new_size) == (clock, size):

@@ -54,6 +54,8 @@ class PlantModel:
         self.mean_noise = 0.0
         #: how many recent peak readings a setting's peak is the highest of
         self.keep = 4
+        #: weight of the secant in log(size) against the (safer) secant in size above the largest size seen
+        self.blend = 0.0
 
     def table(self, clock: int | None) -> dict[int, Point]:
         return self.points.setdefault(clock, {})
@@ -66,18 +68,24 @@ class PlantModel:
         table = self.table(clock)
         p = table.get(size)
         if p is None:
-            table[size] = Point(peak_w, batch_s, 1, period, mean_w, [peak_w])
+            # a first reading below what smaller sizes drew is held up to their level until more
+            # readings confirm it: it may be real (non-monotone power) or a sensor that missed the
+            # spikes (GA100 sees a quarter of the time); the first is safe to learn a little later
+            below = [t.peak_w for s, t in table.items() if s < size]
+            first = max(peak_w, *below) if below else peak_w
+            table[size] = Point(first, batch_s, 1, period, mean_w, [first])
             return False
         dev = peak_w - p.peak_w
         mdev = (mean_w - p.mean_w) / p.mean_w if p.mean_w > 0 else 0.0
         tdev = (batch_s - p.batch_s) / p.batch_s if p.batch_s > 0 else 0.0
         # a changed load shows in the mean power or the time per batch, both averages over the whole
         # period; the peak alone is not trusted for it (a sparse sensor misses spikes now and then)
-        moved = abs(mdev) > max(self.change_sigmas * self.mean_noise, self.change_frac) or abs(tdev) > max(
-            self.change_sigmas * self.time_noise, 0.15
-        )
+        # power counts only when it rose: readings that fell are as likely a sparse sensor missing
+        # the spikes as a lighter load, and a lighter load is safe to learn slowly
+        hotter = mdev > max(self.change_sigmas * self.mean_noise, self.change_frac) and dev > 0
+        moved = hotter or abs(tdev) > max(self.change_sigmas * self.time_noise, 0.15)
         if p.n >= 2 and moved:
-            sign = (mdev if abs(mdev) > self.change_frac else tdev) > 0
+            sign = True if hotter else tdev > 0
             # twice in a row, the same way: the load changed (once may be a noise spike)
             if self._suspect is not None and self._suspect[0] == (clock, size) and self._suspect[1] == sign:
                 self._suspect = None
@@ -93,7 +101,9 @@ class PlantModel:
         self._suspect = None
         w = 0.25 if self._noise_n > 4 else 1.0 / (self._noise_n + 1)
         if dev > 0:  # a reading above what was known: that is the noise a margin must cover
-            self.noise_w = (1 - w) * self.noise_w + w * dev
+            # (one outlier must not blow the margin up: it moves the estimate by a quarter at most,
+            # and by no more than a tenth of the reading)
+            self.noise_w = 0.75 * self.noise_w + 0.25 * min(dev, 0.1 * peak_w)
         self.mean_noise = (1 - w) * self.mean_noise + w * abs(mdev)
         self.time_noise = (1 - w) * self.time_noise + w * abs(tdev)
         self._noise_n += 1
@@ -140,10 +150,25 @@ class PlantModel:
         top = sizes[-1]
         p_top = env[top]
         slope = self.min_slope_frac * p_top / top
-        if len(sizes) >= 2:
-            prev = sizes[-2]
-            slope = max(slope, (p_top - env[prev]) / (top - prev))
-        return p_top + slope * (size - top)
+        if len(sizes) < 2:
+            return p_top + slope * (size - top)
+        prev = sizes[-2]
+        secant = (p_top - env[prev]) / (top - prev)
+        if len(sizes) >= 3 and env[prev] >= p_top - 1e-9:
+            # flat at the top: a reading that missed the spikes, or a real plateau; either way the
+            # slope before it is the safer guess
+            pp = sizes[-3]
+            secant = max(secant, (env[prev] - env[pp]) / (prev - pp))
+        linear = p_top + max(slope, secant) * (size - top)
+        if self.convex(clock):
+            # bending upward: the secant errs low, count its rise half again
+            linear += 0.5 * (linear - p_top)
+        if self.blend <= 0:
+            return linear
+        # the secant in log(size) bends the other way: the truth lies between the two extensions
+        per_log = max((p_top - env[prev]) / (math.log(top) - math.log(prev)), 0.0)
+        in_log = p_top + per_log * (math.log(size) - math.log(top))
+        return self.blend * in_log + (1 - self.blend) * linear
 
     def batch_time(self, clock: int | None, size: int) -> float | None:
         """Predicted seconds per batch at ``size``; None when nothing is known."""
@@ -191,6 +216,16 @@ class PlantModel:
         if not math.isfinite(p.mean_w) or span <= 1e-6:
             return 1.0
         return min(max((p.mean_w - self.floor_w) / span, 0.0), 1.0)
+
+    def convex(self, clock: int | None) -> bool:
+        """Whether the peak power's last three sizes seen bend upward (the secant then errs low)."""
+        table = self.points.get(clock, {})
+        sizes = sorted(table)[-3:]
+        if len(sizes) < 3:
+            return False
+        a, b, c = sizes
+        pa, pb, pc = (table[x].peak_w for x in sizes)
+        return (pc - pb) / (c - b) > (pb - pa) / (b - a) * 1.05
 
     def _reference(self, clock: int | None) -> int | None:
         """Another clock with at least two sizes seen (the most), whose curve shapes can be borrowed."""

@@ -18,7 +18,7 @@ from batchsizer.cli.options import (
     workload_options,
 )
 from batchsizer.config import config_option
-from batchsizer.errors import ConfigError
+from batchsizer.errors import BatchSizerError, ConfigError
 from batchsizer.interrupt import StopOnSignal
 from batchsizer.live import close_view, make_view, print_summary
 from batchsizer.loop import ControlLoop, LoopObserver, Window
@@ -27,6 +27,7 @@ from batchsizer.policies import make_controller
 from batchsizer.policies.base import check_alpha
 from batchsizer.recorder import JobRecorder
 from batchsizer.records import RecordWriter, write_json_atomic
+from batchsizer.summary import Summary
 from batchsizer.workloads import device_kind, open_workload
 
 #: exit code when --strict stops a job whose cap cannot be met (130/143: stopped by SIGINT/SIGTERM)
@@ -91,8 +92,24 @@ def command(**kw: Any) -> None:
     elif kw["resume"]:
         raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the job to continue")
     workload = open_workload(opts)
+    unmetered = None
+    if not getattr(workload.device.meter, "available", True):  # a real CPU without readable RAPL
+        from batchsizer.hw.device import Uncapped, uncapped_note
+
+        cap_given = any(kw[k] is not None for k in ("cap", "cap_schedule", "cap_file"))
+        try:
+            unmetered = uncapped_note(workload.device.meter, cap_given=cap_given, controller=kw["controller"])
+        except BaseException:
+            workload.device.close()
+            raise
+        caps = Uncapped()
     controller = make_controller(kw["controller"], workload.device.knobs, **choices)
     observers: list[LoopObserver] = []
+    report = getattr(workload.prepare, "report", None)  # skipped unreadable images -> the summary, first
+    if callable(report):
+        observers.append(report())
+    if unmetered is not None:
+        observers.append(_Note(unmetered))
     total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
     if total is not None and start >= total:
         workload.device.close()
@@ -109,13 +126,17 @@ def command(**kw: Any) -> None:
         observers.append(JobRecorder(RecordWriter(kw["records"], append=appending), extra=extra))
     if kw["save_outputs"] is not None:
         placeholder = device_kind(opts.device) in PLACEHOLDER_KINDS
-        observers.append(OutputWriter(kw["save_outputs"], identity, start, placeholder=placeholder))
+        skipped = getattr(workload.prepare, "skipped", None)
+        observers.append(OutputWriter(kw["save_outputs"], identity, start, placeholder=placeholder, skipped=skipped))
     stream = DynamicBatchStream(workload.source, prefetch=workload.prefetch, prepare=workload.prepare, start=start)
     stop = threading.Event()
     with workload.device, StopOnSignal(stop) as stopper:
         try:
             loop = ControlLoop(workload.device, controller, caps, window, observers, stop, strict=kw["strict"])
             summary = loop.run(stream)
+        except BatchSizerError as exc:  # e.g. --on-bad-image stop: say why in the records, close the files
+            _record_error(observers, exc)
+            raise
         finally:
             close_view(view)
     if stopper.reason is not None:
@@ -136,3 +157,29 @@ def command(**kw: Any) -> None:
         click.get_current_context().exit(EXIT_CAP_NOT_MET)
     if stopper.exit_code:
         click.get_current_context().exit(stopper.exit_code)
+
+
+def _record_error(observers: list[LoopObserver], exc: BaseException) -> None:
+    """A job stopped by an error: an event line in the records, then records and outputs closed.
+
+    Every line before it was already flushed, so a --resume continues after the last complete batch.
+    """
+    for obs in observers:
+        try:
+            if isinstance(obs, JobRecorder):
+                obs.on_event("error", str(exc))
+                obs.writer.close()
+            elif isinstance(obs, OutputWriter):
+                obs.close()
+        except Exception:  # closing after an error: the error itself is what the user must see
+            pass
+
+
+class _Note(LoopObserver):
+    """Adds a line to the summary's notes before the recorder writes it."""
+
+    def __init__(self, note: str) -> None:
+        self.note = note
+
+    def on_end(self, summary: Summary) -> None:
+        summary.notes.append(self.note)
