@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 from batchsizer.batching import DynamicBatchStream
 from batchsizer.errors import ConfigError
-from batchsizer.hw.images import ImageBatcher, decode, list_image_folder, write_synthetic_folder
+from batchsizer.hw.images import BadImageError, ImageBatcher, decode, list_image_folder, write_synthetic_folder
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -95,3 +97,142 @@ def test_real_workload_over_an_image_folder(tmp_path: Path) -> None:
         stream = DynamicBatchStream(w.source, 4, prefetch=w.prefetch, prepare=w.prepare)
         outs = [w.device.run_batch(b).outputs for b in stream]
     assert [len(o) for o in outs] == [4, 4, 2]
+
+
+# --- unreadable images: skipped and counted, or a stop --------------------------------------------
+
+
+def folder_with_bad_files(root: Path) -> tuple[list[tuple[str, int]], dict[int, str], dict[int, int]]:
+    """solid_folder(12) plus a truncated JPEG and a text file named .jpg.
+
+    Returns the listed items, {index: path} of the two bad ones, {index: grey level} of the good ones.
+    """
+    solid_folder(root, 12)
+    jpeg = root / "c1" / "0050_truncated.jpg"
+    PIL.fromarray(np.full((60, 80, 3), 99, dtype=np.uint8)).save(jpeg, quality=95)
+    data = jpeg.read_bytes()
+    jpeg.write_bytes(data[: len(data) // 2])
+    (root / "c2" / "0060_text.jpg").write_text("this is not an image\n")
+    items, _ = list_image_folder(root)
+    bad = {i: p for i, (p, _) in enumerate(items) if Path(p).stem.endswith(("truncated", "text"))}
+    good = {i: int(Path(p).stem) * 3 % 256 for i, (p, _) in enumerate(items) if i not in bad}
+    assert len(items) == 14 and len(bad) == 2
+    return items, bad, good
+
+
+def test_skip_mode_blanks_and_marks_bad_images_and_keeps_every_good_one_in_order(tmp_path: Path) -> None:
+    items, bad, good = folder_with_bad_files(tmp_path)
+    batcher = ImageBatcher(crop=16, resize=20, workers=2)
+    stream = DynamicBatchStream(items, 3, prefetch=2, prepare=batcher)
+    sizes = iter([5, 1, 4, 2])
+    means: list[int] = []
+    try:
+        for batch in stream:
+            means.extend(int(a.mean().round()) for a in batch.prepared)
+            stream.batch_size = next(sizes, 3)
+    finally:
+        batcher.close()
+    assert len(means) == len(items)  # every item once: bad ones keep their place (ids stay aligned)
+    assert [means[i] for i in sorted(good)] == [good[i] for i in sorted(good)]  # good ones, in order
+    assert all(means[i] == 0 for i in bad)  # a blank in place of each bad one
+    assert set(batcher.bad) == set(bad.values())
+    truncated, text = (items[i] for i in sorted(bad))
+    assert "OSError" in batcher.skipped(truncated) and "cannot identify image" in batcher.skipped(text)
+    assert all(batcher.skipped(items[i]) is None for i in good)
+
+
+def test_stop_mode_raises_naming_the_file_after_the_earlier_batches(tmp_path: Path) -> None:
+    items, bad, _ = folder_with_bad_files(tmp_path)
+    first_bad = min(bad)
+    batcher = ImageBatcher(crop=16, resize=20, workers=0, on_bad="stop")
+    stream = DynamicBatchStream(items, 2, prefetch=2, prepare=batcher)
+    delivered: list[int] = []
+    with pytest.raises(BadImageError) as err:
+        for batch in stream:
+            delivered.extend(batch.indices)
+    assert err.value.path == bad[first_bad] and bad[first_bad] in str(err.value)
+    assert isinstance(err.value, ConfigError) and str(err.value).startswith("images: ")
+    assert delivered == list(range(first_bad - first_bad % 2))  # every batch before the bad one's, in order
+    with pytest.raises(ConfigError, match="on-bad-image"):
+        ImageBatcher(on_bad="ignore")
+    with pytest.raises(ConfigError, match="workers"):
+        ImageBatcher(workers=-1)
+
+
+def test_worker_processes_ignore_sigint(tmp_path: Path) -> None:
+    """Ctrl-C goes to the whole process group; the workers must leave it to the main process's graceful stop."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to read a process's ignored signals")
+    solid_folder(tmp_path, 2)
+    items, _ = list_image_folder(tmp_path)
+    batcher = ImageBatcher(crop=8, resize=10, workers=2)
+    try:
+        batcher(items)
+        pids = [p.pid for p in batcher._pool._pool]
+        assert len(pids) == 2
+        for pid in pids:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            assert int(fields["SigIgn"].strip(), 16) & (1 << (signal.SIGINT - 1)), pid
+    finally:
+        batcher.close()
+
+
+def _run_cli(*args: str):
+    from click.testing import CliRunner
+
+    from batchsizer.cli import cli
+
+    return CliRunner().invoke(cli, ["run", "-q", *args])
+
+
+def test_cli_skip_counts_marks_and_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
+    pytest.importorskip("torchvision")
+    from batchsizer.outputs import read_outputs
+
+    root = tmp_path / "imgs"
+    items, bad, _ = folder_with_bad_files(root)
+    common = ["--device", "cpu", "--model", "mobilenet_v3_small", "--images", str(root), "--workers", "1"]
+    common += ["--controller", "static", "--batch-size", "4"]
+    out, js = tmp_path / "out.jsonl", tmp_path / "s.json"
+    result = _run_cli(*common, "--save-outputs", str(out), "--json", str(js))
+    assert result.exit_code == 0, result.output
+    _, lines = read_outputs(out)
+    assert [ln["id"] for ln in lines] == list(range(len(items)))
+    assert {ln["id"] for ln in lines if "skipped" in ln} == set(bad)
+    assert all(isinstance(ln.get("output"), int) for ln in lines if ln["id"] not in bad)
+    summary = json.loads(js.read_text())
+    assert summary["counts"]["bad_images_skipped"] == 2
+    assert any("2 unreadable image(s) skipped" in n and bad[min(bad)] in n for n in summary["notes"])
+    # a job stopped just after the first bad item: resuming keeps that mark and adds the rest once
+    text = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(text[: min(bad) + 2]))  # the job line and items 0..first bad
+    result = _run_cli(*common, "--save-outputs", str(out), "--resume", "--json", str(js))
+    assert result.exit_code == 0, result.output
+    _, resumed = read_outputs(out)
+    assert [ln["id"] for ln in resumed] == list(range(len(items)))
+    assert [ln.get("skipped") for ln in resumed] == [ln.get("skipped") for ln in lines]
+    assert json.loads(js.read_text())["counts"]["bad_images_skipped"] == 1  # only the one this run met
+
+
+def test_cli_stop_exits_2_naming_the_file_with_outputs_and_records_flushed(tmp_path: Path) -> None:
+    pytest.importorskip("torchvision")
+    from batchsizer.outputs import read_outputs
+    from batchsizer.records import read_records
+
+    root = tmp_path / "imgs"
+    items, bad, _ = folder_with_bad_files(root)
+    first_bad = min(bad)
+    out, rec = tmp_path / "out.jsonl", tmp_path / "r.jsonl"
+    result = _run_cli(
+        "--device", "cpu", "--model", "mobilenet_v3_small", "--images", str(root), "--workers", "0",
+        "--controller", "static", "--batch-size", "2", "--on-bad-image", "stop",
+        "--save-outputs", str(out), "--records", str(rec),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: images: ") and bad[first_bad] in result.stderr
+    assert "Traceback" not in result.output
+    _, lines = read_outputs(out)
+    assert [ln["id"] for ln in lines] == list(range(first_bad - first_bad % 2))  # up to the bad one's batch
+    assert out.read_text().endswith("\n")
+    records = list(read_records(rec))
+    assert records[-1]["type"] == "event" and bad[first_bad] in records[-1]["message"]

@@ -60,6 +60,10 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
     device_name = parse_device(opts.device)
     check_device_available(device_name)
     retain_freed_memory()  # see batchsizer.hw.memory: without it CPU batches page-fault their activations in
+    if opts.images is not None:  # a bad folder is reported before a model is built
+        from batchsizer.hw.images import list_image_folder
+
+        listed = list_image_folder(opts.images)
     if model is None:
         model_name = resolve_name(opts.model)
         model = build_model(model_name, opts.checkpoint)
@@ -76,11 +80,11 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
         "channels_last": opts.channels_last,
     }
     if opts.images is not None:
-        from batchsizer.hw.images import ImageBatcher, list_image_folder
+        from batchsizer.hw.images import ImageBatcher
 
         on_bad = str(opts.extra.get("on_bad_image", "skip"))
         batcher = ImageBatcher(crop=side, resize=round(side * 256 / 224), workers=opts.workers, on_bad=on_bad)
-        source, classes = list_image_folder(opts.images)
+        source, classes = listed
         prepare: Callable[[list[Any]], Any] = batcher
         closers.append(batcher.close)
         info.update(

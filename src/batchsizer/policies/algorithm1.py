@@ -5,20 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from batchsizer.errors import ConfigError
-from batchsizer.policies.band_search import BandSearch
+from batchsizer.policies.band_search import BandSearch, BandSearchController, start_position
 from batchsizer.policies.base import (
     DEFAULT_BATCH_SIZES,
-    Controller,
-    Decision,
-    Observation,
     Setting,
     check_alpha,
     check_sizes,
 )
 
 
-class Algorithm1(Controller):
+class Algorithm1(BandSearchController):
     """Hold while the window's peak power is in [alpha*cap, cap]; bisect up below, down above.
 
     Faithful to the pseudo-code: starts at the ``initial`` size (the first by default), ceil on
@@ -40,25 +36,12 @@ class Algorithm1(Controller):
     ) -> None:
         self.sizes = check_sizes(sizes)
         self.alpha = check_alpha(alpha)
-        start = self.sizes[0] if initial is None else initial
-        if start not in self.sizes:
-            raise ConfigError("initial batch size", f"must be one of {list(self.sizes)}, got {start}")
         self.clock_mhz = clock_mhz
-        self.search = BandSearch(
-            len(self.sizes), alpha=self.alpha, current=self.sizes.index(start) + 1, mirror_reset=mirror_reset
-        )
+        current = start_position(self.sizes, initial, "initial batch size")
+        self.search = BandSearch(len(self.sizes), alpha=self.alpha, current=current, mirror_reset=mirror_reset)
 
     def _setting(self) -> Setting:
         return Setting(self.sizes[self.search.current - 1], self.clock_mhz)
-
-    def initial(self) -> Setting:
-        return self._setting()
-
-    def decide(self, obs: Observation) -> Decision:
-        if not obs.valid:
-            return Decision(self._setting(), "no-reading", self.search.state())
-        reason = self.search.step(obs.peak_w, obs.cap_w)
-        return Decision(self._setting(), reason, self.search.state())
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "sizes": list(self.sizes), "alpha": self.alpha}

@@ -7,7 +7,12 @@ logic. Positions are 1-based as in the paper's pseudo-code so the code reads lin
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from batchsizer.errors import ConfigError
+from batchsizer.policies.base import Controller, Decision, Observation, Setting
 
 
 @dataclass
@@ -60,3 +65,30 @@ class BandSearch:
 
     def state(self) -> dict[str, int]:
         return {"min": self.min_pos, "max": self.max_pos, "current": self.current}
+
+
+def start_position(levels: Sequence[int], start: int | None, field: str, unit: str = "") -> int:
+    """The 1-based position of ``start`` in ``levels`` (the first level when None)."""
+    value = levels[0] if start is None else start
+    if value not in levels:
+        raise ConfigError(field, f"must be one of {list(levels)}{unit}, got {value}")
+    return levels.index(value) + 1
+
+
+class BandSearchController(Controller):
+    """A controller that moves one knob with :class:`BandSearch`; batchsizer and dvfs differ only in the knob."""
+
+    search: BandSearch
+
+    @abstractmethod
+    def _setting(self) -> Setting:
+        """The setting at the search's current position."""
+
+    def initial(self) -> Setting:
+        return self._setting()
+
+    def decide(self, obs: Observation) -> Decision:
+        if not obs.valid:  # no usable reading: do not move on bad data
+            return Decision(self._setting(), "no-reading", self.search.state())
+        reason = self.search.step(obs.peak_w, obs.cap_w)
+        return Decision(self._setting(), reason, self.search.state())

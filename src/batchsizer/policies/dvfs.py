@@ -7,11 +7,11 @@ from typing import Any
 
 from batchsizer.batching import check_batch_size
 from batchsizer.errors import ConfigError
-from batchsizer.policies.band_search import BandSearch
-from batchsizer.policies.base import Controller, Decision, Observation, Setting, check_alpha, check_sizes
+from batchsizer.policies.band_search import BandSearch, BandSearchController, start_position
+from batchsizer.policies.base import Setting, check_alpha, check_sizes
 
 
-class DvfsSearch(Controller):
+class DvfsSearch(BandSearchController):
     """Pseudo binary search over ascending clock levels (MHz), batch size fixed (16 in the paper).
 
     Starts at the lowest level unless told otherwise, as BatchSizer starts at the smallest size.
@@ -31,22 +31,11 @@ class DvfsSearch(Controller):
         self.levels = check_sizes(clock_levels_mhz, "clock levels")
         self.batch_size = check_batch_size(batch_size)
         self.alpha = check_alpha(alpha)
-        start = self.levels[0] if initial_mhz is None else initial_mhz
-        if start not in self.levels:
-            raise ConfigError("initial clock", f"must be one of {list(self.levels)} MHz, got {start}")
-        self.search = BandSearch(len(self.levels), alpha=self.alpha, current=self.levels.index(start) + 1)
+        current = start_position(self.levels, initial_mhz, "initial clock", " MHz")
+        self.search = BandSearch(len(self.levels), alpha=self.alpha, current=current)
 
     def _setting(self) -> Setting:
         return Setting(self.batch_size, self.levels[self.search.current - 1])
-
-    def initial(self) -> Setting:
-        return self._setting()
-
-    def decide(self, obs: Observation) -> Decision:
-        if not obs.valid:
-            return Decision(self._setting(), "no-reading", self.search.state())
-        reason = self.search.step(obs.peak_w, obs.cap_w)
-        return Decision(self._setting(), reason, self.search.state())
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "levels_mhz": list(self.levels), "batch_size": self.batch_size}
