@@ -155,3 +155,26 @@ def test_strict_cap_not_met_exits_3_after_flushing(tmp_path: Path) -> None:
     plain = CliRunner().invoke(cli, args[:-1] + ["--json", str(js)])
     assert plain.exit_code == 0 and "cap NOT met" in plain.output
     assert json.loads(js.read_text())["items"] == 2000
+
+
+def test_unreadable_image_with_stop_exits_2_naming_it_without_traceback(tmp_path: Path) -> None:
+    pytest.importorskip("torchvision")
+    Image = pytest.importorskip("PIL.Image")
+    cls = tmp_path / "imgs" / "cls"
+    cls.mkdir(parents=True)
+    (cls / "a_text.jpg").write_text("not an image\n")  # first, so the job stops before any batch runs
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(cls / "b_good.png")
+    args = ["run", "-q", "--device", "cpu", "--model", "mobilenet_v3_small", "--images", "imgs", "--workers", "0"]
+    args += ["--controller", "static", "--batch-size", "1", "--on-bad-image", "stop"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchsizer", *args, "--json", "s.json", "--save-outputs", "o.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: images: ") and "Traceback" not in proc.stderr, proc.stderr
+    assert "a_text.jpg" in proc.stderr and "--on-bad-image skip" in proc.stderr
+    assert not (tmp_path / "s.json").exists()  # no summary of a job that did not finish
+    assert (tmp_path / "o.jsonl").read_text().count("\n") == 1  # only the job line: no item was done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -151,7 +152,8 @@ def test_lowers_the_clock_when_even_the_smallest_size_is_over() -> None:
         return 120.0
 
     d = ctrl.decide(obs(Setting(1, 900), 100.0, peak_of=peak))
-    assert d.setting.clock_mhz == 700
+    # a lower clock at the smallest size (the one its power-vs-clock prior says fits, else one level down)
+    assert d.setting.batch_size == 1 and d.setting.clock_mhz in (500, 700)
 
 
 def test_invalid_reading_keeps_the_setting() -> None:
@@ -179,3 +181,66 @@ def test_fine_sizes_and_registration() -> None:
     assert isinstance(make_controller("adaptive"), Adaptive)
     with pytest.raises(ConfigError):
         Adaptive(initial=3000)
+
+
+def obs_with_sensor(setting: Setting, cap: float, update_s: float, period: int = 0) -> Observation:
+    b = setting.batch_size
+    t = 10 * batch_time(b)
+    return Observation(
+        period, 0.0, t, cap, peak_concave(b), 0.5 * (50 + peak_concave(b)), 10 * b, 10, setting, 20, update_s
+    )
+
+
+def test_asks_for_short_probe_periods_only_while_searching() -> None:
+    ctrl = Adaptive(probe_updates=8, probe_min_batches=2)
+    s = ctrl.initial()
+    windows = []
+    for i in range(12):
+        d = ctrl.decide(obs_with_sensor(s, 180.0, 0.02, i))
+        s = d.setting
+        p = ctrl.model.points.get(s.clock_mhz, {}).get(s.batch_size)
+        if p is not None and p.n >= 2:
+            assert d.window_batches is None  # a setting it knows: the loop's own (the paper's) window
+        else:
+            # a setting being probed: enough batches for 8 sensor updates at its predicted batch time, at least 2
+            t = ctrl.model.batch_time(s.clock_mhz, s.batch_size)
+            assert d.window_batches == max(2, math.ceil(8 * 0.02 / t))
+        windows.append((s, d.window_batches))
+    assert any(w is not None for _, w in windows)
+    assert windows[-1][1] is None  # settled: no more probing
+    # a sensor whose update period is not known: never a shorter window
+    plain = Adaptive()
+    assert plain.decide(obs(plain.initial(), 180.0)).window_batches is None
+
+
+def test_the_loop_ends_a_period_early_when_the_controller_asks() -> None:
+    from batchsizer.batching import DynamicBatchStream
+    from batchsizer.caps import ConstantCap
+    from batchsizer.devices import ScriptedDevice
+    from batchsizer.loop import ControlLoop, LoopObserver, Window
+    from batchsizer.policies.base import Controller, Decision
+
+    class Asks(Controller):
+        def __init__(self) -> None:
+            self.seen: list[Observation] = []
+
+        def initial(self) -> Setting:
+            return Setting(4)
+
+        def decide(self, o: Observation) -> Decision:
+            self.seen.append(o)
+            return Decision(Setting(4), "hold", window_batches=3 if len(self.seen) < 3 else None)
+
+    class Periods(LoopObserver):
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def on_period(self, record) -> None:  # type: ignore[no-untyped-def]
+            self.batches.append(record.observation.batches)
+
+    dev = ScriptedDevice(time_fn=lambda b, c: 0.05, power_fn=lambda b, c: 100.0, update_period_s=0.01)
+    ctrl, periods = Asks(), Periods()
+    ControlLoop(dev, ctrl, ConstantCap(150.0), Window(batches=10), [periods]).run(DynamicBatchStream(range(4 * 60)))
+    # the first period is the loop's window; the next two are the 3 batches asked for; then 10 again
+    assert periods.batches[:5] == [10, 3, 3, 10, 10]
+    assert ctrl.seen[0].update_period_s == 0.01

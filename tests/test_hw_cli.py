@@ -86,3 +86,84 @@ def test_make_images(tmp_path: Path) -> None:
     assert len(list((tmp_path / "imgs").glob("class_*/*.jpg"))) == 4
     result = CliRunner().invoke(cli, ["make-images", str(tmp_path / "imgs"), "--count", "2", "--classes", "1"])
     assert result.exit_code == 2 and "error: folder:" in result.output
+
+
+# --- batchsizer run on a real device: --half, --channels-last, --checkpoint, --workers, no power meter ----
+
+
+@pytest.fixture
+def cpu_without_rapl(monkeypatch):
+    """The cpu device with no readable power meter, whatever this machine has."""
+    pytest.importorskip("torchvision")
+    from batchsizer.hw import workload
+    from batchsizer.hw.device import NoMeter
+
+    monkeypatch.setattr(workload, "cpu_meter", lambda: NoMeter("cpu", "test: no RAPL"))
+
+
+SMALL = ["run", "-q", "--device", "cpu", "--model", "mobilenet_v3_small", "--items", "8"]
+STATIC = ["--controller", "static", "--batch-size", "4"]
+
+
+def test_checkpoint_is_loaded_and_channels_last_used(cpu_without_rapl, tmp_path: Path) -> None:
+    import torch
+    from torchvision.models import mobilenet_v3_small
+
+    from batchsizer.hw.torch_runner import TorchRunner
+    from batchsizer.hw.workload import SyntheticInput
+    from batchsizer.outputs import read_outputs
+
+    torch.manual_seed(7)
+    model = mobilenet_v3_small(weights=None).eval()
+    ckpt = tmp_path / "w.pt"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    out, js, rec = tmp_path / "out.jsonl", tmp_path / "s.json", tmp_path / "r.jsonl"
+    result = run(*SMALL, *STATIC, "--checkpoint", str(ckpt), "--channels-last", "--save-outputs", str(out),
+                 "--json", str(js), "--records", str(rec))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # the same weights on the same synthetic images, computed here, give the same classes
+    expected = TorchRunner(model, "cpu").run(SyntheticInput(224, seed=0)(list(range(8))))[2]
+    assert [ln["output"] for ln in read_outputs(out)[1]] == expected
+    summary = json.loads(js.read_text())
+    assert summary["workload"]["channels_last"] is True and summary["workload"]["half"] is False
+    job = json.loads(rec.read_text().splitlines()[0])
+    assert job["device"]["channels_last"] is True and job["device"]["dtype"] == "float32"
+    assert any("no power meter" in n and "uncapped" in n for n in summary["notes"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        (["--half"], "half", "needs a cuda device"),
+        (["--workers", "-1"], "workers", "0 or more"),
+        (["--checkpoint", "missing.pt"], "checkpoint", "missing"),
+        (["--cap", "50"], "cap", "no usable power meter"),
+        (["--controller", "batchsizer"], "controller", "--controller static"),
+    ],
+)
+def test_bad_real_run_options_are_one_line(cpu_without_rapl, extra, field, words, tmp_path: Path) -> None:
+    js = tmp_path / "s.json"
+    args = [*SMALL, *(STATIC if "--controller" not in extra else []), *extra, "--json", str(js)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {field}: ") and words in result.stderr, result.stderr
+    assert "Traceback" not in result.output and not js.exists()
+
+
+def test_checkpoint_that_is_not_a_state_dict_or_does_not_fit(cpu_without_rapl, tmp_path: Path) -> None:
+    import torch
+
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    result = CliRunner().invoke(cli, [*SMALL, *STATIC, "--checkpoint", str(junk)])
+    assert result.exit_code == 2 and "error: checkpoint: " in result.stderr and "loadable" in result.stderr
+    other = tmp_path / "other.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), other)
+    result = CliRunner().invoke(cli, [*SMALL, *STATIC, "--checkpoint", str(other)])
+    assert result.exit_code == 2 and "does not fit the model" in result.stderr, result.stderr
+
+
+def test_real_options_refused_on_a_simulated_device() -> None:
+    for extra, field in ((["--channels-last"], "channels-last"), (["--checkpoint", "w.pt"], "checkpoint")):
+        result = CliRunner().invoke(cli, ["run", "-q", "--device", "sim:p40", *extra])
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {field}: "), result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,9 +171,15 @@ def test_worker_processes_ignore_sigint(tmp_path: Path) -> None:
         batcher(items)
         pids = [p.pid for p in batcher._pool._pool]
         assert len(pids) == 2
-        for pid in pids:
+
+        def ignores_sigint(pid: int) -> bool:
             fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-            assert int(fields["SigIgn"].strip(), 16) & (1 << (signal.SIGINT - 1)), pid
+            return bool(int(fields["SigIgn"].strip(), 16) & (1 << (signal.SIGINT - 1)))
+
+        deadline = time.monotonic() + 30  # a worker that got no task may still be starting up
+        while not all(ignores_sigint(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(ignores_sigint(pid) for pid in pids)
     finally:
         batcher.close()
 
@@ -217,7 +224,7 @@ def test_cli_skip_counts_marks_and_resumes_without_losing_or_repeating(tmp_path:
 def test_cli_stop_exits_2_naming_the_file_with_outputs_and_records_flushed(tmp_path: Path) -> None:
     pytest.importorskip("torchvision")
     from batchsizer.outputs import read_outputs
-    from batchsizer.records import read_records
+    from batchsizer.records import iter_records
 
     root = tmp_path / "imgs"
     items, bad, _ = folder_with_bad_files(root)
@@ -234,5 +241,5 @@ def test_cli_stop_exits_2_naming_the_file_with_outputs_and_records_flushed(tmp_p
     _, lines = read_outputs(out)
     assert [ln["id"] for ln in lines] == list(range(first_bad - first_bad % 2))  # up to the bad one's batch
     assert out.read_text().endswith("\n")
-    records = list(read_records(rec))
+    records = list(iter_records(rec))
     assert records[-1]["type"] == "event" and bad[first_bad] in records[-1]["message"]

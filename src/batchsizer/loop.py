@@ -150,9 +150,12 @@ class ControlLoop:
         )
         period_start = job_start
         period_items = period_batches = 0
+        #: a shorter next period the controller asked for (Decision.window_batches); None: the window
+        asked_batches: int | None = None
+        update_period_s = getattr(device.meter, "update_period_s", None)
 
         def close_period(now: float, decide: bool, new_cap: float) -> None:
-            nonlocal period_start, period_items, period_batches, true_energy
+            nonlocal period_start, period_items, period_batches, true_energy, asked_batches
             reading = self.guard.read(device.meter, period_start, now, self.setting)
             pw, samples = reading.window, reading.samples
             tracker.feed(samples, period_start, now, cap)
@@ -175,6 +178,7 @@ class ControlLoop:
                 batches=period_batches,
                 setting=self.setting,
                 samples=pw.samples,
+                update_period_s=update_period_s,
             )
             if decide:
                 decision = self.guard.decide(self.controller, obs, reading)
@@ -185,6 +189,7 @@ class ControlLoop:
                     self._emit("on_event", "cap-not-met", cap_warning, **(self.cap_watch.result() or {}))
                 self._emit("on_period", PeriodRecord(obs, pw, decision, samples))
                 self._apply(decision.setting, stream)
+                asked_batches = decision.window_batches
                 summary.periods += 1
             period_start = now
             period_items = period_batches = 0
@@ -203,7 +208,8 @@ class ControlLoop:
                 cap_changed = new_cap != cap
                 if cap_changed:
                     self._emit("on_event", "cap", f"cap changed from {cap:g} W to {new_cap:g} W", old=cap, new=new_cap)
-                if self.window.closes(period_batches, now - period_start) or (cap_changed and self.react_to_cap_change):
+                asked = asked_batches is not None and period_batches >= asked_batches
+                if self.window.closes(period_batches, now - period_start) or asked or (cap_changed and self.react_to_cap_change):
                     close_period(now, True, new_cap)
                 cap = new_cap
                 if self.stop_event.is_set():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchsizer.errors import ConfigError, UnsupportedError
+from batchsizer.hw.memory import retain_freed_memory
 
 #: the paper's DNN names (Table 1) that torchvision has, to torchvision's names
 PAPER_NAMES = {
@@ -132,10 +133,24 @@ def load_checkpoint(model: Any, path: Path) -> None:
 
 
 class TorchRunner:
-    """Runs one model on one device, a batch at a time, returning the predicted class of each item."""
+    """Runs one model on one device, a batch at a time, returning the predicted class of each item.
 
-    def __init__(self, model: Any, device: str = "cpu", *, half: bool = False, channels_last: bool = False) -> None:
+    ``retain_memory`` (default on) tells glibc to keep freed memory for reuse, process-wide
+    (:mod:`batchsizer.hw.memory`); it makes CPU inference up to a third faster and its speed steady.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        device: str = "cpu",
+        *,
+        half: bool = False,
+        channels_last: bool = False,
+        retain_memory: bool = True,
+    ) -> None:
         torch = torch_module()
+        if retain_memory:  # see batchsizer.hw.memory: else CPU batches page-fault their activations in anew
+            retain_freed_memory()
         self.torch = torch
         self.device = torch.device(device)
         self.is_cuda = self.device.type == "cuda"

@@ -8,7 +8,6 @@ from typing import Any
 
 from batchsizer.errors import DeviceError
 from batchsizer.hw.device import NoMeter, TorchDevice
-from batchsizer.hw.memory import retain_freed_memory
 from batchsizer.hw.torch_runner import (
     TorchRunner,
     build_model,
@@ -59,7 +58,6 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
     torch_module()
     device_name = parse_device(opts.device)
     check_device_available(device_name)
-    retain_freed_memory()  # see batchsizer.hw.memory: without it CPU batches page-fault their activations in
     if opts.images is not None:  # a bad folder is reported before a model is built
         from batchsizer.hw.images import list_image_folder
 
@@ -95,7 +93,9 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
         source = range(opts.items)
         prepare = SyntheticInput(side, opts.seed)
         info.update(images=None, items=opts.items, input="synthetic")
-        prefetch = 1
+        # a GPU waits for nothing while the next batch is cut ahead; on the CPU the thread's hand-offs
+        # would cost the model more than cutting a batch from memory does (benchmarks/overhead.py)
+        prefetch = 0 if device_name == "cpu" else 1
     try:
         device = _open_device(device_name, runner, meter, closers)
     except BaseException:

@@ -33,6 +33,8 @@ class Observation:
     batches: int
     setting: Setting
     samples: int = 1
+    #: how often the power sensor publishes a new reading (s), when the meter says; None if unknown
+    update_period_s: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -92,6 +94,9 @@ class Decision:
     setting: Setting
     reason: str
     state: dict[str, Any] = field(default_factory=dict)
+    #: a shorter next period (in batches) the controller asks for while it searches; the loop ends
+    #: the period at whichever comes first, this or its own window. None keeps the loop's window.
+    window_batches: int | None = None
 
 
 class Controller(ABC):

@@ -56,6 +56,10 @@ class PlantModel:
         self.keep = 4
         #: weight of the secant in log(size) against the (safer) secant in size above the largest size seen
         self.blend = 0.0
+        #: set once two readings at one setting differ by more than ``sparse_frac`` of its power above
+        #: the floor: a sensor that sees only part of the time (A100/H100 instant field) and misses spikes
+        self.sparse = False
+        self.sparse_frac = 0.3
 
     def table(self, clock: int | None) -> dict[int, Point]:
         return self.points.setdefault(clock, {})
@@ -76,6 +80,9 @@ class PlantModel:
             table[size] = Point(first, batch_s, 1, period, mean_w, [first])
             return False
         dev = peak_w - p.peak_w
+        span = max(max(p.peak_w, peak_w) - self.floor_w, 1e-9)
+        if abs(dev) > self.sparse_frac * span:
+            self.sparse = True
         mdev = (mean_w - p.mean_w) / p.mean_w if p.mean_w > 0 else 0.0
         tdev = (batch_s - p.batch_s) / p.batch_s if p.batch_s > 0 else 0.0
         # a changed load shows in the mean power or the time per batch, both averages over the whole
@@ -129,7 +136,16 @@ class PlantModel:
         if not table:
             return None
         if size in table:
-            return table[size].peak_w
+            own = table[size].peak_w
+            if not self.sparse or table[size].n >= self.keep or len(table) < 2:
+                return own
+            # a sparse sensor and few readings here: they may all have missed the spikes, so no lower
+            # than what the sizes around it say
+            others = {s: p for s, p in table.items() if s != size}
+            return max(own, self._peak_from(others, clock, size))
+        return self._peak_from(table, clock, size)
+
+    def _peak_from(self, table: dict[int, Point], clock: int | None, size: int) -> float:
         sizes = sorted(table)
         # unmeasured sizes are predicted from the running maximum of the measured peaks: a reading
         # lower than a smaller size's may be real (Zeus has such curves) or a spike the sensor

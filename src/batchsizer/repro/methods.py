@@ -119,7 +119,7 @@ for _m in (
 ):
     register_method(_m)
 
-DEFAULT_METHODS: tuple[str, ...] = ("batchsizer", "dvfs", "dvfs-best-batch", "hw-limit", "aimd", "oracle")
+DEFAULT_METHODS: tuple[str, ...] = ("batchsizer", "dvfs", "dvfs-best-batch", "hw-limit", "aimd", "adaptive", "oracle")
 
 
 def _from_controller(name: str) -> Method:
