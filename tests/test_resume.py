@@ -20,7 +20,12 @@ ITEMS = 60_000
 
 
 def run_args(out: Path, *extra: str, device: str = "sim:p40", items: int = ITEMS) -> list[str]:
-    return [*BATCHSIZER, "run", "--device", device, "--items", str(items), "-q", "--save-outputs", str(out), *extra]
+    # Small static batches keep the job long enough (thousands of batches) to be killed mid-run
+    # several times, whatever the default controller would choose.
+    return [
+        *BATCHSIZER, "run", "--device", device, "--items", str(items), "-q", "--save-outputs", str(out),
+        "--controller", "static", "--batch-size", "2", *extra,
+    ]  # fmt: skip
 
 
 def test_kill_and_resume_many_times_loses_and_repeats_nothing(tmp_path: Path) -> None:

@@ -209,7 +209,11 @@ class ControlLoop:
                 if cap_changed:
                     self._emit("on_event", "cap", f"cap changed from {cap:g} W to {new_cap:g} W", old=cap, new=new_cap)
                 asked = asked_batches is not None and period_batches >= asked_batches
-                if self.window.closes(period_batches, now - period_start) or asked or (cap_changed and self.react_to_cap_change):
+                if (
+                    self.window.closes(period_batches, now - period_start)
+                    or asked
+                    or (cap_changed and self.react_to_cap_change)
+                ):
                     close_period(now, True, new_cap)
                 cap = new_cap
                 if self.stop_event.is_set():

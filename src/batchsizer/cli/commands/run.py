@@ -70,9 +70,13 @@ DEFAULT_CAP_W = 200.0
     default=None,
     help="Write each item's prediction with its id here (JSON Lines) as the job runs; --resume continues from it [default: none].",
 )
-@click.option("--resume", is_flag=True, help="Continue the stopped job whose --save-outputs file is given [default: off].")
 @click.option(
-    "--strict", is_flag=True, help="Stop with exit code 3 when even the lowest setting draws more than the cap [default: off, run on]."
+    "--resume", is_flag=True, help="Continue the stopped job whose --save-outputs file is given [default: off]."
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop with exit code 3 when even the lowest setting draws more than the cap [default: off, run on].",
 )
 def command(**kw: Any) -> None:
     """Run a job under a power cap, moving the batch size to stay fast and under the cap.
