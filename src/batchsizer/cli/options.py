@@ -17,6 +17,18 @@ from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _stack(f: F, decorators: list[Callable[[F], F]]) -> F:
+    """Apply click option decorators so they show in --help in the order listed."""
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def path_option(flag: str, dest: str, what: str) -> Callable[[F], F]:
+    """An optional output file (``--json``, ``--csv``, ``--records``...), off unless given."""
+    return click.option(flag, dest, type=click.Path(path_type=Path), default=None, help=f"{what.rstrip('.')} [default: none].")
+
+
 def parse_int_list(text: str, field: str) -> tuple[int, ...]:
     """``"1,2,4,8"`` -> (1, 2, 4, 8), with a message naming the field when it is not that."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -80,9 +92,7 @@ def workload_options(f: F) -> F:
             help="Model weights as a PyTorch state dict file (real devices) [default: none, random weights].",
         ),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+    return _stack(f, decorators)
 
 
 #: device kinds that run a real PyTorch model
@@ -136,9 +146,7 @@ def cap_options(f: F) -> F:
             "[default: none, the constant --cap].",
         ),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+    return _stack(f, decorators)
 
 
 def make_cap_source(cap: float | None, cap_schedule: str | None, cap_file: Path | None, default: float) -> CapSource:
@@ -182,9 +190,7 @@ def controller_options(f: F) -> F:
             help="Fixed SM clock in MHz for static [default: none, the device's own clock].",
         ),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+    return _stack(f, decorators)
 
 
 def controller_kwargs(**kw: Any) -> dict[str, Any]:

@@ -63,7 +63,6 @@ class Adaptive(Controller):
         clock_exp_prior: float = 2.0,
         probe_updates: int = 8,
         probe_min_batches: int = 2,
-        explore_gain: float = 0.03,
     ) -> None:
         self.sizes = check_sizes(sizes if sizes is not None else fine_sizes())
         if not 0 <= margin_frac < 0.5:
@@ -96,9 +95,6 @@ class Adaptive(Controller):
         self.probe_updates = probe_updates
         self.probe_min_batches = probe_min_batches
         self._update_s: float | None = None
-        #: held back by power at a clock while larger sizes would still be this much faster: try the
-        #: next lower clock at the same size (its power is lower, so the probe is safe)
-        self.explore_gain = explore_gain
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -286,11 +282,6 @@ class Adaptive(Controller):
             self.clock, self.size = clock, self.sizes[0]
             return Decision(self._setting(), "at-bottom", self._state(obs.cap_w))
         new_clock, new_size = choice
-        if not over and reason == "model" and (new_clock, new_size) == (clock, size):
-            down = self._descent(clock, size, target)
-            if down is not None:
-                self.clock, self.size = down, size
-                return Decision(self._setting(), "clock-descent", self._state(obs.cap_w))
         if not over and clock is not None and new_clock is not None and new_clock > clock:
             self._given_up.add(clock)  # coming back up from a tried lower clock: it did not pay
         if reason == "model":
@@ -302,30 +293,6 @@ class Adaptive(Controller):
                 reason = "up" if new_size > size else "down"
         self.clock, self.size = new_clock, new_size
         return Decision(self._setting(), reason, self._state(obs.cap_w))
-
-    def _descent(self, clock: int | None, size: int, target_w: float) -> int | None:
-        """The next lower clock to try at ``size``, when power holds the size back at ``clock`` and the
-        time model says larger sizes would still be clearly faster (not saturated); else None.
-
-        The one-step prediction of ``_candidates`` cannot see this gain: the secant extrapolation of
-        power is steep right above the top size, so no larger size seems to fit at the lower clock
-        until a reading there shows the room it has."""
-        if not self.explore_clocks or clock is None:
-            return None
-        down = self._clock_below(clock)
-        if down is None or self.model.observed(down) or down <= max(self._given_up, default=0):
-            return None
-        nxt = [s for s in self.sizes if s > size]
-        if not nxt:
-            return None
-        nxt_peak = self.model.peak(clock, nxt[0])
-        if nxt_peak is None or nxt_peak <= target_w:
-            return None  # not held back by power
-        here = self.model.throughput(clock, size)
-        far = self.model.throughput(clock, min(4 * size, self.sizes[-1]))
-        if here is None or far is None or far < here * (1 + self.explore_gain):
-            return None
-        return down
 
     def _scale_down(
         self, clock: int | None, size: int, peak_w: float, target_w: float

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import click
 
+from batchsizer.cli.options import path_option
+
 
 @click.command()
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the numbers as JSON [default: none].",
-)
+@path_option("--json", "json_path", "Also write the numbers as JSON.")
 def command(json_path: Path | None) -> None:
     """Fit the simulated GPUs to ../shared/data (NVML sensor files, Zeus tables) and the paper; print the errors."""
     from batchsizer.shared_data import DataUnavailable

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from batchsizer.cli.options import path_option
 from batchsizer.errors import DeviceError
 from batchsizer.records import write_json_atomic
 
@@ -45,13 +46,7 @@ def list_rapl(root: Path | None = None) -> dict[str, Any]:
 
 
 @click.command()
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the facts as JSON [default: none].",
-)
+@path_option("--json", "json_path", "Also write the facts as JSON.")
 def command(json_path: Path | None) -> None:
     """List the devices a job can run on: NVIDIA GPUs (via NVML), the CPU (RAPL), and the simulated GPUs."""
     gpus, driver, gpu_problem = list_gpus()

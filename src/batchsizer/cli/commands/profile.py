@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from batchsizer.batching import DynamicBatchStream
-from batchsizer.cli.options import make_workload_options, parse_int_list, workload_options
+from batchsizer.cli.options import make_workload_options, parse_int_list, path_option, workload_options
 from batchsizer.errors import ConfigError, PermissionDeniedError, UnsupportedError
 from batchsizer.records import write_json_atomic
 from batchsizer.telemetry import measure
@@ -201,16 +201,8 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     default=None,
     help="SM clocks in MHz to sweep too (comma separated, or 'all'); needs root on a GPU [default: none].",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write the profile as JSON [default: none].",
-)
-@click.option(
-    "--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Write the rows as CSV [default: none]."
-)
+@path_option("--json", "json_path", "Write the profile as JSON.")
+@path_option("--csv", "csv_path", "Write the rows as CSV.")
 def command(**kw: Any) -> None:
     """Measure throughput and peak/mean power for each batch size (the paper's offline profile)."""
     sizes = parse_int_list(kw["sizes"], "sizes")

@@ -15,6 +15,7 @@ from batchsizer.cli.options import (
     controller_options,
     make_cap_source,
     make_workload_options,
+    path_option,
     workload_options,
 )
 from batchsizer.config import config_option
@@ -48,27 +49,15 @@ DEFAULT_CAP_W = 200.0
     default=None,
     help="Decide after this many seconds, whichever comes first [default: none, batches only].",
 )
-@click.option(
-    "--records",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write JSON Lines records here (see batchsizer plot) [default: none].",
-)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write the summary as JSON [default: none].",
-)
+@path_option("--records", "records", "Write JSON Lines records here (see batchsizer plot).")
+@path_option("--json", "json_path", "Write the summary as JSON.")
 @click.option(
     "--quiet", "-q", is_flag=True, help="Print only the summary [default: off, a live view or a line per period]."
 )
-@click.option(
+@path_option(
     "--save-outputs",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write each item's prediction with its id here (JSON Lines) as the job runs; --resume continues from it [default: none].",
+    "save_outputs",
+    "Write each item's prediction with its id here (JSON Lines) as the job runs; --resume continues from it.",
 )
 @click.option(
     "--resume", is_flag=True, help="Continue the stopped job whose --save-outputs file is given [default: off]."
