@@ -29,7 +29,7 @@ from batchsizer.policies.base import check_alpha
 from batchsizer.recorder import JobRecorder
 from batchsizer.records import RecordWriter, write_json_atomic
 from batchsizer.summary import Summary
-from batchsizer.workloads import device_kind, open_workload
+from batchsizer.workloads import Workload, device_kind, open_workload
 
 #: exit code when --strict stops a job whose cap cannot be met (130/143: stopped by SIGINT/SIGTERM)
 EXIT_CAP_NOT_MET = 3
@@ -71,7 +71,7 @@ def command(**kw: Any) -> None:
     """Run a job under a power cap, moving the batch size to stay fast and under the cap.
 
     With no options: 10,000 Caltech-256 images through ResNet-101 on a simulated Tesla P40 under a
-    200 W cap, with the paper's controller.
+    200 W cap, with the default controller (adaptive; --controller batchsizer is the paper's).
     """
     opts = make_workload_options(**kw)
     caps = make_cap_source(kw["cap"], kw["cap_schedule"], kw["cap_file"], DEFAULT_CAP_W)
@@ -97,30 +97,13 @@ def command(**kw: Any) -> None:
             raise
         caps = Uncapped()
     controller = make_controller(kw["controller"], workload.device.knobs, **choices)
-    observers: list[LoopObserver] = []
-    report = getattr(workload.prepare, "report", None)  # skipped unreadable images -> the summary, first
-    if callable(report):
-        observers.append(report())
-    if unmetered is not None:
-        observers.append(_Note(unmetered))
     total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
     if total is not None and start >= total:
         workload.device.close()
         click.echo(f"nothing to do: all {total} items are already in {kw['save_outputs']}")
         return
     view = make_view(kw["quiet"], None if total is None else total - start)
-    if view is not None:
-        observers.append(view)
-    if kw["records"] is not None:
-        appending = kw["resume"] and Path(kw["records"]).is_file()
-        if appending:
-            cut_partial_line(Path(kw["records"]))
-        extra = {"workload": workload.info, "resumed_from": start}
-        observers.append(JobRecorder(RecordWriter(kw["records"], append=appending), extra=extra))
-    if kw["save_outputs"] is not None:
-        placeholder = device_kind(opts.device) in PLACEHOLDER_KINDS
-        skipped = getattr(workload.prepare, "skipped", None)
-        observers.append(OutputWriter(kw["save_outputs"], identity, start, placeholder=placeholder, skipped=skipped))
+    observers = _observers(kw, workload, opts.device, identity, start, unmetered, view)
     stream = DynamicBatchStream(workload.source, prefetch=workload.prefetch, prepare=workload.prepare, start=start)
     stop = threading.Event()
     with workload.device, StopOnSignal(stop) as stopper:
@@ -134,22 +117,51 @@ def command(**kw: Any) -> None:
             close_view(view)
     if stopper.reason is not None:
         summary.stop_reason = stopper.reason
+    _finish(kw, summary, {"workload": workload.info, "controller": controller.describe(), "resumed_from": start})
+    if stopper.exit_code:
+        click.get_current_context().exit(stopper.exit_code)
+
+
+def _observers(
+    kw: dict[str, Any],
+    workload: Workload,
+    device: str,
+    identity: dict[str, Any],
+    start: int,
+    unmetered: str | None,
+    view: LoopObserver | None,
+) -> list[LoopObserver]:
+    """Who watches the job, in order: bad-image report and notes first (they feed the summary that
+    the recorder writes), then the live view, the records and the outputs."""
+    observers: list[LoopObserver] = []
+    report = getattr(workload.prepare, "report", None)  # skipped unreadable images -> the summary
+    if callable(report):
+        observers.append(report())
+    if unmetered is not None:
+        observers.append(_Note(unmetered))
+    if view is not None:
+        observers.append(view)
+    if kw["records"] is not None:
+        appending = kw["resume"] and Path(kw["records"]).is_file()
+        if appending:
+            cut_partial_line(Path(kw["records"]))
+        extra = {"workload": workload.info, "resumed_from": start}
+        observers.append(JobRecorder(RecordWriter(kw["records"], append=appending), extra=extra))
+    if kw["save_outputs"] is not None:
+        placeholder = device_kind(device) in PLACEHOLDER_KINDS
+        skipped = getattr(workload.prepare, "skipped", None)
+        observers.append(OutputWriter(kw["save_outputs"], identity, start, placeholder=placeholder, skipped=skipped))
+    return observers
+
+
+def _finish(kw: dict[str, Any], summary: Summary, about: dict[str, Any]) -> None:
+    """The summary on the terminal and in --json; exit code 3 when --strict found the cap unmeetable."""
     print_summary(summary)
     if kw["json_path"] is not None:
-        write_json_atomic(
-            kw["json_path"],
-            {
-                "workload": workload.info,
-                "controller": controller.describe(),
-                "resumed_from": start,
-                **summary.to_dict(),
-            },
-        )
+        write_json_atomic(kw["json_path"], {**about, **summary.to_dict()})
     if summary.stop_reason == "cap-not-met":
         click.echo(f"error: cap: not met and --strict was given; {summary.notes[-1]}", err=True)
         click.get_current_context().exit(EXIT_CAP_NOT_MET)
-    if stopper.exit_code:
-        click.get_current_context().exit(stopper.exit_code)
 
 
 def _record_error(observers: list[LoopObserver], exc: BaseException) -> None:
