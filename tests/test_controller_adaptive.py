@@ -244,3 +244,85 @@ def test_the_loop_ends_a_period_early_when_the_controller_asks() -> None:
     # the first period is the loop's window; the next two are the 3 batches asked for; then 10 again
     assert periods.batches[:5] == [10, 3, 3, 10, 10]
     assert ctrl.seen[0].update_period_s == 0.01
+
+
+def test_trace_measures_violations_against_the_period_in_force() -> None:
+    """The benchmark's "no violation longer than one control period" check: a contiguous span over
+    the cap is divided by the length of the period it began in, and periods over the cap in a row
+    are counted, so a span that runs on into the next period shows as a ratio over 1."""
+    from batchsizer.loop import PeriodRecord
+    from batchsizer.policies.base import Decision
+    from batchsizer.repro.runner import TraceObserver
+    from batchsizer.telemetry import PowerSample, PowerWindow
+
+    def record(i: int, start: float, end: float, watts: list[tuple[float, float]]) -> PeriodRecord:
+        o = Observation(i, start, end, 100.0, max(w for _, w in watts), 90.0, 10, 1, Setting(1), len(watts))
+        win = PowerWindow(start, end, o.peak_w, 90.0, 90.0 * (end - start), len(watts))
+        return PeriodRecord(o, win, Decision(Setting(1), "hold"), [PowerSample(t, w) for t, w in watts])
+
+    trace = TraceObserver()
+    trace.on_period(record(0, 0.0, 1.0, [(0.0, 90.0), (0.5, 120.0)]))  # over from 0.5 to the end
+    assert trace.worst_span_ratio == pytest.approx(0.5)
+    trace.on_period(record(1, 1.0, 1.5, [(1.0, 120.0), (1.4, 90.0)]))  # goes on to 1.4: 0.9 s of a 1 s period
+    assert trace.worst_span_ratio == pytest.approx(0.9)
+    assert trace.most_periods_over == 2
+    trace.on_period(record(2, 1.5, 2.0, [(1.5, 120.0), (1.9, 80.0)]))  # a new span, as long as 0.8 of its period
+    trace.on_period(record(3, 2.0, 2.2, [(2.0, 80.0)]))
+    assert trace.worst_span_ratio == pytest.approx(0.9)
+    assert trace.most_periods_over == 3
+    trace.on_period(record(4, 2.2, 2.4, [(2.2, 130.0)]))  # short period, over all of it: exactly one period
+    trace.on_period(record(5, 2.4, 2.6, [(2.4, 130.0), (2.5, 95.0)]))  # runs 0.1 s into the next: 1.5 periods
+    assert trace.worst_span_ratio == pytest.approx(1.5)
+
+
+def test_held_out_seeds_for_the_benchmark() -> None:
+    from batchsizer.repro.experiment import ExperimentConfig
+
+    assert ExperimentConfig(seeds=2, seed_offset=3).checked().seed_list == [3, 4]
+    with pytest.raises(ConfigError, match="seed offset"):
+        ExperimentConfig(seed_offset=-1).checked()
+
+
+def test_lower_clock_with_a_larger_batch_when_power_holds_the_size_back() -> None:
+    """Host-bound speed that keeps rising with the size, power that bends over (concave in the
+    size) and falls with the clock, readings with +-2 W of noise: held back at a small size at the
+    top clock, the controller must find a lower clock with a much larger batch (the oracle's kind
+    of setting), faster and under the cap, in every one of 20 noise draws. (Predicting the lower
+    clock from the secant of the two largest sizes, which the noise makes steep, missed 4 of 20.)"""
+    clocks = (600, 800, 1000, 1200, 1400)
+
+    def peak(b: int, f: int) -> float:
+        return 50.0 + 200.0 * (f / 1400) ** 2 * b / (b + 12.0)
+
+    def seconds(b: int, f: int) -> float:
+        return 0.02 + 0.004 * b + 0.001 * b * 1400 / f  # host per batch and per image, GPU per image
+
+    cap = 175.0
+    for seed in range(20):
+        rng = random.Random(seed)
+        ctrl = Adaptive(clock_levels_mhz=clocks)
+        setting = ctrl.initial()
+        for i in range(40):
+            b, f = setting.batch_size, setting.clock_mhz
+            assert f is not None
+            t = 10 * seconds(b, f) * (1 + rng.uniform(-0.02, 0.02))
+            p = peak(b, f) + rng.uniform(-2.0, 2.0)
+            o = Observation(i, 0.0, t, cap, p, 50.0 + 0.5 * (p - 50.0), 10 * b, 10, setting, 20, 0.02)
+            setting = ctrl.decide(o).setting
+        b, f = setting.batch_size, setting.clock_mhz
+        assert f is not None and f < 1400, seed
+        top_best = max(s for s in ctrl.sizes if peak(s, 1400) <= cap - 3.5)
+        assert b >= 2 * top_best and peak(b, f) <= cap, seed
+        assert b / seconds(b, f) > 1.03 * top_best / seconds(top_best, 1400), seed
+
+
+def test_sizes_below_the_smallest_seen_at_a_clock_follow_another_clocks_shape() -> None:
+    m = PlantModel()
+    for s, w in ((8, 100.0), (16, 130.0), (32, 160.0)):
+        m.add(1400, s, w, 60.0, 0.01 * s, 0)
+    m.add(1000, 32, 120.0, 55.0, 0.4, 1)
+    below = m.peak(1000, 16)
+    assert below is not None and below < 120.0  # can step down a little at the clock seen once
+    assert below == pytest.approx(55.0 + (120.0 - 55.0) * (130.0 - 55.0) / (160.0 - 55.0))
+    m.borrow_shape = False
+    assert m.peak(1000, 16) == 120.0  # the old rule: no lower than the smallest size seen

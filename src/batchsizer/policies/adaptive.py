@@ -16,6 +16,11 @@ highest predicted throughput whose predicted peak stays under ``cap - margin``:
 * where the device has settable clocks and even the smallest size is over the cap it lowers the
   clock one level at a time (batch size alone cannot go lower), and with ``explore_clocks`` it
   tries the next lower clock where a larger batch might fit, keeping it only if it is faster.
+  Those lower-clock settings are predicted from the top clock's curve extended as a straight line
+  in log(size) fitted to its upper sizes (``clock_extrapolation="log"``; the secant of the two
+  largest sizes, used for the climb itself, is mostly noise a few sizes apart and rises far too
+  steeply to see the large batches a lower clock allows), with the per-image time from a
+  least-squares line through every size seen.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class Adaptive(Controller):
         clock_exp_prior: float = 2.0,
         probe_updates: int = 8,
         probe_min_batches: int = 2,
+        clock_extrapolation: str = "log",
+        borrow_shape: bool = True,
     ) -> None:
         self.sizes = check_sizes(sizes if sizes is not None else fine_sizes())
         if not 0 <= margin_frac < 0.5:
@@ -82,6 +89,7 @@ class Adaptive(Controller):
         self.gain_eps = gain_eps
         self.explore_clocks = explore_clocks and len(self.clocks) > 1
         self.model = PlantModel()
+        self.model.borrow_shape = borrow_shape
         self._given_up: set[int] = set()
         #: exponent of dynamic power on the clock, learned (see _learn_clock_exp); 1 before any
         #: lower clock was tried (as if the voltage did not fall with the clock, which errs high)
@@ -95,6 +103,9 @@ class Adaptive(Controller):
         self.probe_updates = probe_updates
         self.probe_min_batches = probe_min_batches
         self._update_s: float | None = None
+        if clock_extrapolation not in ("log", "secant"):
+            raise ConfigError("clock extrapolation", f"must be log or secant, got {clock_extrapolation!r}")
+        self.clock_extrapolation = clock_extrapolation
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -183,12 +194,52 @@ class Adaptive(Controller):
             for s in self.sizes:
                 if s > reach:
                     continue
-                peak, t = self.model.peak(up, s), self.model.batch_time(up, s)
+                peak, t = self._peak_beyond(up, s), self._time_beyond(up, s)
                 if peak is None or t is None or floor + (peak - floor) * scale > target_w:
                     continue
                 duty = self.model.duty(up, s)
                 out.append((down, s, s / (t * ((1 - duty) + duty * up / down)), False))
         return out
+
+    def _peak_beyond(self, clock: int | None, size: int) -> float | None:
+        """Peak power at ``clock`` for a lower clock's prediction. Above the largest size seen, with
+        ``clock_extrapolation == "log"``, a straight line in log(size) fitted to the upper sizes seen
+        (the curve bends over, as the paper's Fig. 1; the secant of the two largest sizes, a few
+        sizes apart, mostly measures noise and rises far too steeply to find the larger sizes a
+        lower clock allows); a reading at the lower clock checks it before anything larger is tried."""
+        seen = self.model.observed(clock)
+        if self.clock_extrapolation != "log" or not seen or size <= seen[-1] or len(seen) < 3:
+            return self.model.peak(clock, size)
+        table = self.model.points[clock]
+        top = seen[-1]
+        upper = [x for x in seen if x * 4 >= top] or seen[-2:]
+        if len(upper) < 2:
+            upper = seen[-2:]
+        env, run = [], -math.inf
+        for x in seen:
+            run = max(run, table[x].peak_w)
+            if x in upper:
+                env.append((math.log(x), run))
+        mx = sum(x for x, _ in env) / len(env)
+        my = sum(y for _, y in env) / len(env)
+        sxx = sum((x - mx) ** 2 for x, _ in env)
+        slope = max(sum((x - mx) * (y - my) for x, y in env) / sxx, 0.0) if sxx > 0 else 0.0
+        return env[-1][1] + slope * (math.log(size) - math.log(top))
+
+    def _time_beyond(self, clock: int | None, size: int) -> float | None:
+        """Time per batch at ``clock`` for a lower clock's prediction: above the largest size seen,
+        the per-image slope of a least-squares line through every size seen (neighbours a few
+        sizes apart differ by less than the noise of a short probe)."""
+        seen = self.model.observed(clock)
+        if self.clock_extrapolation != "log" or not seen or size <= seen[-1]:
+            return self.model.batch_time(clock, size)
+        fit = self.model.time_fit(clock)
+        if fit is None:
+            return None  # one size seen: no slope to extrapolate with (a flat guess would promise any speed)
+        _, per_item = fit
+        top = seen[-1]
+        t_top = self.model.batch_time(clock, top)
+        return None if t_top is None else t_top + per_item * (size - top)
 
     def _learn_clock_exp(self, clock: int | None, size: int, peak_w: float) -> None:
         """Fit the exponent of dynamic power on the clock from a lower clock's reading (the lowest fit wins)."""

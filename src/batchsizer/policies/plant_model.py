@@ -7,6 +7,9 @@ first) and the time per batch. Sizes not yet run are predicted from their observ
 * peak power between two observed sizes: interpolated linearly in log(size), which for a rising
   curve is above the straight chord, so it errs on the safe side; power need not be monotone,
   the observed points are kept as they are (the Zeus traces have curves that peak and fall);
+* peak power below the smallest size seen at a clock: no higher than that size read, and where
+  another clock has a curve, that curve's shape through it (so a clock seen at one size only can
+  still step down a little when a reading there comes out just over the target);
 * peak power above the largest observed size: the secant through the two largest points extended
   (for a concave curve, as the paper's Fig. 1 is, that line lies above the curve), never flatter
   than ``min_slope_frac`` of the average slope from zero;
@@ -60,6 +63,8 @@ class PlantModel:
         #: the floor: a sensor that sees only part of the time (A100/H100 instant field) and misses spikes
         self.sparse = False
         self.sparse_frac = 0.3
+        #: below the smallest size seen at a clock, borrow another clock's curve shape
+        self.borrow_shape = True
 
     def table(self, clock: int | None) -> dict[int, Point]:
         return self.points.setdefault(clock, {})
@@ -145,7 +150,7 @@ class PlantModel:
             return max(own, self._peak_from(others, clock, size))
         return self._peak_from(table, clock, size)
 
-    def _peak_from(self, table: dict[int, Point], clock: int | None, size: int) -> float:
+    def _peak_from(self, table: dict[int, Point], clock: int | None, size: int, borrow: bool = True) -> float:
         sizes = sorted(table)
         # unmeasured sizes are predicted from the running maximum of the measured peaks: a reading
         # lower than a smaller size's may be real (Zeus has such curves) or a spike the sensor
@@ -162,7 +167,19 @@ class PlantModel:
             w = (math.log(size) - math.log(a)) / (math.log(c) - math.log(a))
             return env[a] + w * (env[c] - env[a])
         if above:  # below every observed size: assume no higher than the smallest one seen
-            return min(table[s].peak_w for s in above[:2])
+            own = min(table[s].peak_w for s in above[:2])
+            ref = self._reference(clock) if self.borrow_shape and borrow else None
+            if ref is None:
+                return own
+            # the shape of another clock's curve through the smallest size seen here: with one size
+            # seen at a clock, a reading a little over the target must be able to step down a little
+            s0 = above[0]
+            rt = self.points[ref]
+            p_ref, p_ref0 = self._peak_from(rt, ref, size, False), self._peak_from(rt, ref, s0, False)
+            f = self.floor_w
+            if p_ref0 - f <= 1e-6 or not math.isfinite(f):
+                return own
+            return min(own, f + (table[s0].peak_w - f) * max(p_ref - f, 0.0) / (p_ref0 - f))
         top = sizes[-1]
         p_top = env[top]
         slope = self.min_slope_frac * p_top / top
@@ -215,6 +232,24 @@ class PlantModel:
         ta, tc = table[a].batch_s, table[c].batch_s
         per_item = max((tc - ta) / (c - a), 0.0)
         return max(ta + per_item * (size - a), 1e-9)
+
+    def time_fit(self, clock: int | None) -> tuple[float, float] | None:
+        """(seconds per batch, seconds per item): least squares over every size seen at ``clock``,
+        each weighted by its readings; None with fewer than two sizes. Both kept at 0 or more."""
+        table = self.points.get(clock, {})
+        if len(table) < 2:
+            return None
+        w = [float(p.n) for p in table.values()]
+        xs = [float(s) for s in table]
+        ys = [p.batch_s for p in table.values()]
+        sw = sum(w)
+        mx = sum(wi * x for wi, x in zip(w, xs)) / sw
+        my = sum(wi * y for wi, y in zip(w, ys)) / sw
+        sxx = sum(wi * (x - mx) ** 2 for wi, x in zip(w, xs))
+        if sxx <= 0:
+            return None
+        b = max(sum(wi * (x - mx) * (y - my) for wi, x, y in zip(w, xs, ys)) / sxx, 0.0)
+        return max(my - b * mx, 0.0), b
 
     def duty(self, clock: int | None, size: int) -> float:
         """Share of a batch's time the GPU computes, from mean vs peak power at the nearest size seen.

@@ -45,6 +45,8 @@ class ExperimentConfig:
     job_ids: tuple[int, ...] | None = None
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 3
+    #: the first seed (seeds run from here): held-out seeds for a controller tuned on 0..seeds-1
+    seed_offset: int = 0
     items: int = PAPER_ITEMS
     workers: int = 2
     #: "sim" (the calibrated simulator) or "toy" (an analytic stand-in for harness checks)
@@ -58,6 +60,8 @@ class ExperimentConfig:
         parse_methods(list(self.methods))
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ConfigError("seeds", f"must be a whole number, at least 1, got {self.seeds!r}")
+        if isinstance(self.seed_offset, bool) or not isinstance(self.seed_offset, int) or self.seed_offset < 0:
+            raise ConfigError("seed offset", f"must be a whole number, at least 0, got {self.seed_offset!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ConfigError("workers", f"must be a whole number, at least 1, got {self.workers!r}")
         jobs_for(self.gpu, self.job_ids, self.items)
@@ -65,7 +69,7 @@ class ExperimentConfig:
 
     @property
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds))
+        return list(range(self.seed_offset, self.seed_offset + self.seeds))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -81,6 +81,13 @@ class TraceObserver(LoopObserver):
         self.periods: list[PeriodTrace] = []
         self.samples: list[tuple[float, float]] = []
         self.settings: set[Setting] = set()
+        #: the longest contiguous sensor span over the cap divided by the length of the control
+        #: period in force when it began (over 1: a violation outlasted one control period)
+        self.worst_span_ratio = 0.0
+        #: the most control periods in a row whose highest reading was over the cap
+        self.most_periods_over = 0
+        self._span: tuple[float, float] | None = None  # (start of the open span, its period's length)
+        self._over_run = 0
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.start = float(info["start"])
@@ -102,6 +109,7 @@ class TraceObserver(LoopObserver):
                 o.mean_w,
             )
         )
+        self._track_spans(record)
         if self.keep_samples:
             last = self.samples[-1][0] if self.samples else -math.inf
             for s in record.samples:
@@ -109,6 +117,27 @@ class TraceObserver(LoopObserver):
                 if t > last:
                     self.samples.append((t, s.watts))
                     last = t
+
+    def _track_spans(self, record: PeriodRecord) -> None:
+        o = record.observation
+        length = o.end - o.start
+        over = math.isfinite(o.peak_w) and o.peak_w > o.cap_w
+        self._over_run = self._over_run + 1 if over else 0
+        self.most_periods_over = max(self.most_periods_over, self._over_run)
+        samples = list(record.samples)
+        for i, smp in enumerate(samples):
+            a = max(smp.t, o.start)
+            b = min(samples[i + 1].t if i + 1 < len(samples) else o.end, o.end)
+            if b <= a:
+                continue
+            if smp.watts > o.cap_w:
+                if self._span is None:
+                    self._span = (a, length)
+                start, in_force = self._span
+                if in_force > 0:
+                    self.worst_span_ratio = max(self.worst_span_ratio, (b - start) / in_force)
+            else:
+                self._span = None
 
 
 class StopAfter(LoopObserver):
@@ -216,6 +245,10 @@ class RunResult:
     settled: bool
     setting_changes: int
     periods: int
+    #: longest contiguous sensor span over the cap / length of the control period in force when it began
+    span_period_ratio: float = 0.0
+    #: most consecutive control periods with a sensor reading over the cap
+    periods_over_in_row: int = 0
     true_energy_per_image_j: float = math.nan
     true_over_cap_fraction: float = math.nan
     true_worst_overshoot_w: float = math.nan
@@ -266,6 +299,8 @@ def score(job: Job, method: str, seed: int, plan: Plan, run: Execution, keep_ser
         settled=settled,
         setting_changes=changes,
         periods=s.periods,
+        span_period_ratio=trace.worst_span_ratio,
+        periods_over_in_row=trace.most_periods_over,
         true_energy_per_image_j=true.get("energy_j", math.nan) / s.items if s.items else math.nan,
         true_over_cap_fraction=true.get("over_cap_s", math.nan) / s.duration_s if s.duration_s > 0 else math.nan,
         true_worst_overshoot_w=true.get("worst_overshoot_w", math.nan),
