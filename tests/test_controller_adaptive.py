@@ -326,3 +326,85 @@ def test_sizes_below_the_smallest_seen_at_a_clock_follow_another_clocks_shape() 
     assert below == pytest.approx(55.0 + (120.0 - 55.0) * (130.0 - 55.0) / (160.0 - 55.0))
     m.borrow_shape = False
     assert m.peak(1000, 16) == 120.0  # the old rule: no lower than the smallest size seen
+
+
+@pytest.mark.parametrize("ask", [True, False])
+def test_the_loop_ends_a_period_at_the_first_reading_over_the_cap_only_when_asked(ask: bool) -> None:
+    from batchsizer.batching import DynamicBatchStream
+    from batchsizer.caps import ConstantCap
+    from batchsizer.devices import ScriptedDevice
+    from batchsizer.loop import ControlLoop, Window
+    from batchsizer.policies.base import Controller, Decision
+
+    class Probe(Controller):
+        """Batch 4 (under the cap), then a probe of batch 8 (over it), then back to 4."""
+
+        def __init__(self) -> None:
+            self.seen: list[Observation] = []
+
+        def initial(self) -> Setting:
+            return Setting(4)
+
+        def decide(self, o: Observation) -> Decision:
+            self.seen.append(o)
+            nxt = Setting(8) if len(self.seen) == 1 else Setting(4)
+            return Decision(nxt, "probe", stop_on_violation=ask)
+
+    # batch 8 draws 200 W against a 150 W cap; each batch lasts 50 ms, the sensor updates every 10 ms
+    dev = ScriptedDevice(
+        time_fn=lambda b, c: 0.05, power_fn=lambda b, c: 200.0 if b == 8 else 100.0, update_period_s=0.01
+    )
+    ctrl = Probe()
+    ControlLoop(dev, ctrl, ConstantCap(150.0), Window(batches=10)).run(
+        DynamicBatchStream(range(4 * 10 + 8 * 10 + 4 * 20))
+    )
+    probe = ctrl.seen[1]
+    assert probe.setting == Setting(8) and probe.peak_w > 150.0
+    if ask:
+        # closed after the first batch, whose readings (past the first sensor update) were over the cap
+        assert probe.batches == 1 and probe.stopped_on_violation
+        # a period under the cap runs its whole window although the flag is set
+        assert ctrl.seen[0].batches == 10 and not ctrl.seen[0].stopped_on_violation
+    else:
+        assert probe.batches == 10 and not probe.stopped_on_violation
+    assert math.isfinite(probe.settled_peak_w) and probe.settled_peak_w > 150.0
+
+
+def test_asks_the_loop_to_stop_on_a_violation_when_probing() -> None:
+    for mode, expect_known in (("always", True), ("probe", False)):
+        ctrl = Adaptive(stop_on_violation=mode)
+        s = ctrl.initial()
+        asked = []
+        for i in range(12):
+            d = ctrl.decide(obs_with_sensor(s, 180.0, 0.02, i))
+            p = ctrl.model.points.get(d.setting.clock_mhz, {}).get(d.setting.batch_size)
+            known = p is not None and p.n >= 2
+            asked.append((known, d.stop_on_violation))
+            s = d.setting
+        assert all(stop for known, stop in asked if not known)  # every probe of a setting not yet known
+        assert any(known for known, _ in asked)
+        assert all(stop == expect_known for known, stop in asked if known)
+    off = Adaptive(stop_on_violation="off")
+    assert not off.decide(obs_with_sensor(off.initial(), 180.0, 0.02)).stop_on_violation
+    with pytest.raises(ConfigError):
+        Adaptive(stop_on_violation="sometimes")
+
+
+def test_after_backing_off_it_judges_the_new_setting_by_its_settled_readings() -> None:
+    """The first reading after a back-off may still average the old setting's power: with
+    ``settled_after_backoff`` the controller uses the peak of the later readings instead."""
+    import dataclasses
+
+    for settled in (True, False):
+        ctrl = Adaptive(settled_after_backoff=settled)
+        s = ctrl.initial()
+        for i in range(8):
+            s = ctrl.decide(obs_with_sensor(s, 180.0, 0.02, i)).setting
+        big = s
+        over = dataclasses.replace(obs_with_sensor(big, 180.0, 0.02, 8), peak_w=200.0)
+        back = ctrl.decide(over).setting
+        assert back.batch_size < big.batch_size
+        o = obs_with_sensor(back, 180.0, 0.02, 9)
+        stale = dataclasses.replace(o, peak_w=195.0, settled_peak_w=o.peak_w)  # only the first reading was high
+        d = ctrl.decide(stale)
+        assert (d.reason != "over-cap") is settled

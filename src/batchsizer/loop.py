@@ -15,7 +15,7 @@ from typing import Any
 from batchsizer.batching import Batch, DynamicBatchStream
 from batchsizer.caps import CapSource
 from batchsizer.devices import BatchOutcome, Device
-from batchsizer.errors import ConfigError
+from batchsizer.errors import ConfigError, TelemetryError
 from batchsizer.guard import CapWatch, TelemetryGuard
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.summary import Summary, ViolationTracker
@@ -72,7 +72,20 @@ class PeriodRecord:
             "next_clock_mhz": d.setting.clock_mhz,
             "reason": d.reason,
             "state": d.state,
+            "stopped_on_violation": o.stopped_on_violation,
         }
+
+
+def _check_interval(update_period_s: float | None) -> float | None:
+    """How often to look for a reading over the cap: once per sensor update (none for a meter without one)."""
+    if update_period_s is None or not math.isfinite(update_period_s) or update_period_s < 0:
+        return None
+    return update_period_s
+
+
+def _settled_peak(samples: Sequence[PowerSample], after: float, end: float) -> float:
+    """The highest reading published in (after, end]; NaN when there is none."""
+    return max((s.watts for s in samples if after < s.t <= end), default=math.nan)
 
 
 class LoopObserver:
@@ -128,6 +141,17 @@ class ControlLoop:
             stream.batch_size = setting.batch_size
             self.setting = setting
 
+    def _reading_over(self, meter: Any, since: float, now: float, cap_w: float) -> bool:
+        """Whether a plausible reading published in (since, now] is over ``cap_w`` (the guard drops the rest)."""
+        if since >= now:
+            return False
+        try:
+            readings = meter.samples(since, now)
+        except TelemetryError:
+            return False  # the period's own read reports it
+        limit = self.guard.max_plausible_w
+        return any(s.t > since and cap_w < s.watts <= limit and math.isfinite(s.watts) for s in readings)
+
     def run(self, stream: DynamicBatchStream[Any]) -> Summary:
         device, clock = self.device, self.device.clock
         summary = Summary()
@@ -153,9 +177,15 @@ class ControlLoop:
         #: a shorter next period the controller asked for (Decision.window_batches); None: the window
         asked_batches: int | None = None
         update_period_s = getattr(device.meter, "update_period_s", None)
+        #: Decision.stop_on_violation: look at the readings after each batch (at most once per sensor
+        #: update, readings newer than ``checked_to``) and close the period at the first over the cap
+        watch = False
+        checked_to = job_start
+        stopped = False
+        check_every = _check_interval(update_period_s)
 
         def close_period(now: float, decide: bool, new_cap: float) -> None:
-            nonlocal period_start, period_items, period_batches, true_energy, asked_batches
+            nonlocal period_start, period_items, period_batches, true_energy, asked_batches, watch, checked_to, stopped
             reading = self.guard.read(device.meter, period_start, now, self.setting)
             pw, samples = reading.window, reading.samples
             tracker.feed(samples, period_start, now, cap)
@@ -179,6 +209,10 @@ class ControlLoop:
                 setting=self.setting,
                 samples=pw.samples,
                 update_period_s=update_period_s,
+                stopped_on_violation=stopped,
+                settled_peak_w=math.nan
+                if check_every is None
+                else _settled_peak(samples, period_start + check_every, now),
             )
             if decide:
                 decision = self.guard.decide(self.controller, obs, reading)
@@ -190,9 +224,11 @@ class ControlLoop:
                 self._emit("on_period", PeriodRecord(obs, pw, decision, samples))
                 self._apply(decision.setting, stream)
                 asked_batches = decision.window_batches
+                watch = decision.stop_on_violation and check_every is not None
                 summary.periods += 1
-            period_start = now
+            period_start = checked_to = now
             period_items = period_batches = 0
+            stopped = False
 
         try:
             for batch in stream:
@@ -209,9 +245,15 @@ class ControlLoop:
                 if cap_changed:
                     self._emit("on_event", "cap", f"cap changed from {cap:g} W to {new_cap:g} W", old=cap, new=new_cap)
                 asked = asked_batches is not None and period_batches >= asked_batches
+                if watch and check_every is not None and now - checked_to >= check_every:
+                    # not the readings of the period's first sensor update: their window may still
+                    # cover the previous setting (the sensor's averaging window and delay)
+                    stopped = self._reading_over(device.meter, max(checked_to, period_start + check_every), now, cap)
+                    checked_to = now
                 if (
                     self.window.closes(period_batches, now - period_start)
                     or asked
+                    or stopped
                     or (cap_changed and self.react_to_cap_change)
                 ):
                     close_period(now, True, new_cap)

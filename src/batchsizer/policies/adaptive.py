@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from batchsizer.errors import ConfigError
 from batchsizer.policies.base import Controller, Decision, Observation, Setting, check_sizes
 from batchsizer.policies.plant_model import PlantModel
+
+#: when to ask the loop to end a period at its first reading over the cap (see Adaptive.watch)
+STOP_MODES: tuple[str, ...] = ("probe", "always", "off")
 
 
 def fine_sizes(max_size: int = 256, step: float = 1.08, min_size: int = 1) -> tuple[int, ...]:
@@ -70,6 +74,8 @@ class Adaptive(Controller):
         probe_min_batches: int = 2,
         clock_extrapolation: str = "log",
         borrow_shape: bool = True,
+        stop_on_violation: str = "always",
+        settled_after_backoff: bool = True,
     ) -> None:
         self.sizes = check_sizes(sizes if sizes is not None else fine_sizes())
         if not 0 <= margin_frac < 0.5:
@@ -106,6 +112,13 @@ class Adaptive(Controller):
         if clock_extrapolation not in ("log", "secant"):
             raise ConfigError("clock extrapolation", f"must be log or secant, got {clock_extrapolation!r}")
         self.clock_extrapolation = clock_extrapolation
+        if stop_on_violation not in STOP_MODES:
+            raise ConfigError("stop on violation", f"must be one of {', '.join(STOP_MODES)}, got {stop_on_violation!r}")
+        self.stop_on_violation = stop_on_violation
+        #: after backing off from a reading over the cap, judge the next period by its readings after
+        #: the first sensor update (Observation.settled_peak_w): the first may still show the old setting
+        self.settled_after_backoff = settled_after_backoff
+        self._backing_off = False
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -281,9 +294,26 @@ class Adaptive(Controller):
         u = obs.update_period_s
         if u is not None and math.isfinite(u) and u > 0:
             self._update_s = u
+        if self._backing_off and self.settled_after_backoff and math.isfinite(obs.settled_peak_w):
+            obs = replace(obs, peak_w=obs.settled_peak_w)
         decision = self._decide(obs)
+        self._backing_off = obs.valid and obs.peak_w > obs.cap_w
         decision.window_batches = self.probe_window(decision.setting)
+        decision.stop_on_violation = self.watch(obs, decision.setting)
         return decision
+
+    def watch(self, obs: Observation, setting: Setting) -> bool:
+        """Whether to ask the loop to end the next period at its first reading over the cap
+        (``Decision.stop_on_violation``): with ``"probe"``, for a setting not yet run twice; with
+        ``"always"``, for any; ``"off"``, never. Not after a period over the cap (nor one without a
+        reading): the sensor's first readings of the next period may still show the old setting's
+        power (its window and delay), and would cut short, and blame, the setting backed off to."""
+        if self.stop_on_violation == "off" or not obs.valid:
+            return False
+        if self.stop_on_violation == "always":
+            return True
+        p = self.model.points.get(setting.clock_mhz, {}).get(setting.batch_size)
+        return p is None or p.n < 2
 
     def probe_window(self, setting: Setting) -> int | None:
         """A short period for a setting not yet run twice: enough batches to span ``probe_updates``
@@ -375,4 +405,5 @@ class Adaptive(Controller):
             "noise_sigmas": self.noise_sigmas,
             "max_jump": self.max_jump,
             "explore_clocks": self.explore_clocks,
+            "stop_on_violation": self.stop_on_violation,
         }

@@ -35,6 +35,11 @@ class Observation:
     samples: int = 1
     #: how often the power sensor publishes a new reading (s), when the meter says; None if unknown
     update_period_s: float | None = None
+    #: the loop ended this period early on a reading over the cap (the controller asked for it)
+    stopped_on_violation: bool = False
+    #: the peak of the readings published after the period's first sensor update (those may still
+    #: average the previous setting's power); NaN when there is none or the update period is unknown
+    settled_peak_w: float = math.nan
 
     @property
     def duration_s(self) -> float:
@@ -97,6 +102,10 @@ class Decision:
     #: a shorter next period (in batches) the controller asks for while it searches; the loop ends
     #: the period at whichever comes first, this or its own window. None keeps the loop's window.
     window_batches: int | None = None
+    #: end the next period at once, after the batch during which a sensor reading first goes over
+    #: the cap, so the controller can back off after one batch instead of a whole window (for probes
+    #: of settings it does not know yet). False (the default, Algorithm 1): the period runs its window.
+    stop_on_violation: bool = False
 
 
 class Controller(ABC):
