@@ -26,7 +26,9 @@ def _stack(f: F, decorators: list[Callable[[F], F]]) -> F:
 
 def path_option(flag: str, dest: str, what: str) -> Callable[[F], F]:
     """An optional output file (``--json``, ``--csv``, ``--records``...), off unless given."""
-    return click.option(flag, dest, type=click.Path(path_type=Path), default=None, help=f"{what.rstrip('.')} [default: none].")
+    return click.option(
+        flag, dest, type=click.Path(path_type=Path), default=None, help=f"{what.rstrip('.')} [default: none]."
+    )
 
 
 def parse_int_list(text: str, field: str) -> tuple[int, ...]:
