@@ -19,17 +19,7 @@ from batchsizer.hw.torch_runner import TorchRunner, parse_device  # noqa: E402
 from batchsizer.hw.workload import open_real_workload  # noqa: E402
 from batchsizer.loop import LoopObserver  # noqa: E402
 from batchsizer.workloads import WorkloadOptions, open_workload  # noqa: E402
-
-
-def tiny_cnn(classes: int = 10):
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(8, classes),
-    )
+from tiny_models import tiny_cnn  # noqa: E402
 
 
 class Collect(LoopObserver):

@@ -120,7 +120,7 @@ def test_resume_rejects_a_different_job_and_refuses_to_overwrite(tmp_path: Path)
 
 
 def test_resume_through_torch_on_cpu_gives_the_same_predictions(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     workload = pytest.importorskip("batchsizer.hw.workload")
     from batchsizer.batching import DynamicBatchStream
     from batchsizer.caps import ConstantCap
@@ -128,16 +128,7 @@ def test_resume_through_torch_on_cpu_gives_the_same_predictions(tmp_path: Path) 
     from batchsizer.outputs import OutputWriter, job_identity, prepare_outputs
     from batchsizer.policies import make_controller
     from batchsizer.workloads import WorkloadOptions
-
-    def tiny() -> torch.nn.Module:
-        torch.manual_seed(0)
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3, stride=4),
-            torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-            torch.nn.Linear(4, 10),
-        )
+    from tiny_models import tiny_cnn
 
     opts = WorkloadOptions(device="cpu", model="tiny", items=120, seed=3, extra={"input_size": 32})
     ident = job_identity(**vars(opts))
@@ -150,7 +141,7 @@ def test_resume_through_torch_on_cpu_gives_the_same_predictions(tmp_path: Path) 
 
         meter = ScriptedMeter(0.01, fn=lambda t: 40.0)  # this machine may have no RAPL; the cap is not the point
         meter._next_t = time.monotonic()
-        wl = workload.open_real_workload(opts, model=tiny(), meter=meter)
+        wl = workload.open_real_workload(opts, model=tiny_cnn(), meter=meter)
         stop = threading.Event()
 
         class StopAt(OutputWriter):
