@@ -18,8 +18,8 @@ from batchsizer.devices import BatchOutcome, Device
 from batchsizer.errors import ConfigError, TelemetryError
 from batchsizer.guard import CapWatch, TelemetryGuard
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
-from batchsizer.summary import Summary, ViolationTracker
-from batchsizer.telemetry import PowerSample, PowerWindow, measure
+from batchsizer.summary import PowerAccounting, Summary
+from batchsizer.telemetry import PowerSample, PowerWindow
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,27 @@ def _settled_peak(samples: Sequence[PowerSample], after: float, end: float) -> f
     return max((s.watts for s in samples if after < s.t <= end), default=math.nan)
 
 
+@dataclass
+class _Period:
+    """The control period in progress, and what the last decision asked of it."""
+
+    start: float
+    checked_to: float
+    items: int = 0
+    batches: int = 0
+    #: a shorter period the controller asked for (Decision.window_batches); None: the window
+    asked_batches: int | None = None
+    #: Decision.stop_on_violation: end the period at the first reading over the cap
+    watch: bool = False
+    #: a reading over the cap was seen while watching
+    stopped: bool = False
+
+    def restart(self, now: float) -> None:
+        self.start = self.checked_to = now
+        self.items = self.batches = 0
+        self.stopped = False
+
+
 class LoopObserver:
     """Hooks for whatever watches a job (records, the live view, tests). All optional."""
 
@@ -130,6 +151,8 @@ class ControlLoop:
         #: stop the job (summary.stop_reason "cap-not-met") when even the lowest setting is over the cap
         self.strict = strict
         self.cap_watch = CapWatch()
+        self._update_period_s: float | None = None
+        self._check_every: float | None = None
 
     def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
         for obs in self.observers:
@@ -155,88 +178,22 @@ class ControlLoop:
     def run(self, stream: DynamicBatchStream[Any]) -> Summary:
         device, clock = self.device, self.device.clock
         summary = Summary()
-        tracker = ViolationTracker()
-        true_tracker = ViolationTracker() if device.reference_meter is not None else None
-        true_energy = 0.0
-
+        power = PowerAccounting(device.reference_meter)
+        # read at the start: a real meter measures its sensor's update period when it opens
+        self._update_period_s = getattr(device.meter, "update_period_s", None)
+        self._check_every = _check_interval(self._update_period_s)
         self._apply(self.guard.start(self.controller), stream)
         job_start = clock.now()
         cap = self.caps.cap_at(0.0)
-        self._emit(
-            "on_start",
-            {
-                "device": device.describe(),
-                "controller": self.controller.describe(),
-                "cap": repr(self.caps),
-                "window": {"batches": self.window.batches, "seconds": self.window.seconds},
-                "start": job_start,
-            },
-        )
-        period_start = job_start
-        period_items = period_batches = 0
-        #: a shorter next period the controller asked for (Decision.window_batches); None: the window
-        asked_batches: int | None = None
-        update_period_s = getattr(device.meter, "update_period_s", None)
-        #: Decision.stop_on_violation: look at the readings after each batch (at most once per sensor
-        #: update, readings newer than ``checked_to``) and close the period at the first over the cap
-        watch = False
-        checked_to = job_start
-        stopped = False
-        check_every = _check_interval(update_period_s)
-
-        def close_period(now: float, decide: bool, new_cap: float) -> None:
-            nonlocal period_start, period_items, period_batches, true_energy, asked_batches, watch, checked_to, stopped
-            reading = self.guard.read(device.meter, period_start, now, self.setting)
-            pw, samples = reading.window, reading.samples
-            tracker.feed(samples, period_start, now, cap)
-            if pw.valid:
-                summary.energy_j += pw.energy_j
-            if true_tracker is not None and device.reference_meter is not None:
-                tw, tsamples = measure(device.reference_meter, period_start, now)
-                true_tracker.feed(tsamples, period_start, now, cap)
-                if tw.valid:
-                    true_energy += tw.energy_j
-            assert self.setting is not None
-            obs = Observation(
-                period=summary.periods,
-                start=period_start,
-                end=now,
-                cap_w=new_cap,
-                peak_w=pw.peak_w,
-                mean_w=pw.mean_w,
-                items=period_items,
-                batches=period_batches,
-                setting=self.setting,
-                samples=pw.samples,
-                update_period_s=update_period_s,
-                stopped_on_violation=stopped,
-                settled_peak_w=math.nan
-                if check_every is None
-                else _settled_peak(samples, period_start + check_every, now),
-            )
-            if decide:
-                decision = self.guard.decide(self.controller, obs, reading)
-                for kind, message, fields in self.guard.pop_events():
-                    self._emit("on_event", kind, message, **fields)
-                cap_warning = self.cap_watch.observe(obs, decision)
-                if cap_warning is not None:
-                    self._emit("on_event", "cap-not-met", cap_warning, **(self.cap_watch.result() or {}))
-                self._emit("on_period", PeriodRecord(obs, pw, decision, samples))
-                self._apply(decision.setting, stream)
-                asked_batches = decision.window_batches
-                watch = decision.stop_on_violation and check_every is not None
-                summary.periods += 1
-            period_start = checked_to = now
-            period_items = period_batches = 0
-            stopped = False
-
+        self._emit("on_start", self._start_info(job_start))
+        period = _Period(start=job_start, checked_to=job_start)
         try:
             for batch in stream:
                 outcome = device.run_batch(batch)
                 summary.items += len(batch)
                 summary.batches += 1
-                period_items += len(batch)
-                period_batches += 1
+                period.items += len(batch)
+                period.batches += 1
                 assert self.setting is not None
                 self._emit("on_batch", summary.batches - 1, batch, outcome, self.setting)
                 now = outcome.end
@@ -244,37 +201,110 @@ class ControlLoop:
                 cap_changed = new_cap != cap
                 if cap_changed:
                     self._emit("on_event", "cap", f"cap changed from {cap:g} W to {new_cap:g} W", old=cap, new=new_cap)
-                asked = asked_batches is not None and period_batches >= asked_batches
-                if watch and check_every is not None and now - checked_to >= check_every:
-                    # not the readings of the period's first sensor update: their window may still
-                    # cover the previous setting (the sensor's averaging window and delay)
-                    stopped = self._reading_over(device.meter, max(checked_to, period_start + check_every), now, cap)
-                    checked_to = now
-                if (
-                    self.window.closes(period_batches, now - period_start)
-                    or asked
-                    or stopped
-                    or (cap_changed and self.react_to_cap_change)
-                ):
-                    close_period(now, True, new_cap)
+                self._watch_for_violation(period, now, cap)
+                if self._period_ends(period, now, cap_changed):
+                    self._close_period(period, now, cap, new_cap, summary, power, stream)
                 cap = new_cap
-                if self.stop_event.is_set():
-                    summary.interrupted = True
-                    summary.stop_reason = getattr(self.stop_event, "reason", None) or "interrupted"
-                    break
-                if self.strict and self.cap_watch.confirmed:
-                    summary.stop_reason = "cap-not-met"
+                if self._should_stop(summary):
                     break
         finally:
             stream.close() if hasattr(stream, "close") else None
         end = clock.now()
-        if end > period_start:
-            close_period(end, False, cap)
+        if end > period.start:  # the last, partial period: accounted for, not decided on
+            self._close_period(period, end, cap, cap, summary, power, stream, decide=False)
         summary.duration_s = end - job_start
-        summary.over_cap_s = tracker.over_s
-        summary.violations = tracker.count
-        summary.longest_violation_s = tracker.longest_s
-        summary.worst_overshoot_w = tracker.worst_overshoot_w
+        power.fill(summary)
+        self._fill_faults(summary)
+        self._emit("on_end", summary)
+        return summary
+
+    def _start_info(self, job_start: float) -> dict[str, Any]:
+        return {
+            "device": self.device.describe(),
+            "controller": self.controller.describe(),
+            "cap": repr(self.caps),
+            "window": {"batches": self.window.batches, "seconds": self.window.seconds},
+            "start": job_start,
+        }
+
+    def _watch_for_violation(self, period: _Period, now: float, cap: float) -> None:
+        """Decision.stop_on_violation: look at new readings at most once per sensor update."""
+        every = self._check_every
+        if not period.watch or every is None or now - period.checked_to < every:
+            return
+        # not the readings of the period's first sensor update: their window may still cover the
+        # previous setting (the sensor's averaging window and delay)
+        period.stopped = self._reading_over(self.device.meter, max(period.checked_to, period.start + every), now, cap)
+        period.checked_to = now
+
+    def _period_ends(self, period: _Period, now: float, cap_changed: bool) -> bool:
+        asked = period.asked_batches is not None and period.batches >= period.asked_batches
+        return (
+            self.window.closes(period.batches, now - period.start)
+            or asked
+            or period.stopped
+            or (cap_changed and self.react_to_cap_change)
+        )
+
+    def _close_period(
+        self,
+        period: _Period,
+        now: float,
+        cap: float,
+        new_cap: float,
+        summary: Summary,
+        power: PowerAccounting,
+        stream: DynamicBatchStream[Any],
+        decide: bool = True,
+    ) -> None:
+        """Measure the period just ended (against the cap in force during it), then let the controller
+        decide under the cap in force now, and start the next period."""
+        reading = self.guard.read(self.device.meter, period.start, now, self.setting)
+        pw, samples = reading.window, reading.samples
+        power.add(pw, samples, period.start, now, cap)
+        assert self.setting is not None
+        every = self._check_every
+        obs = Observation(
+            period=summary.periods,
+            start=period.start,
+            end=now,
+            cap_w=new_cap,
+            peak_w=pw.peak_w,
+            mean_w=pw.mean_w,
+            items=period.items,
+            batches=period.batches,
+            setting=self.setting,
+            samples=pw.samples,
+            update_period_s=self._update_period_s,
+            stopped_on_violation=period.stopped,
+            settled_peak_w=math.nan if every is None else _settled_peak(samples, period.start + every, now),
+        )
+        if decide:
+            decision = self.guard.decide(self.controller, obs, reading)
+            for kind, message, fields in self.guard.pop_events():
+                self._emit("on_event", kind, message, **fields)
+            cap_warning = self.cap_watch.observe(obs, decision)
+            if cap_warning is not None:
+                self._emit("on_event", "cap-not-met", cap_warning, **(self.cap_watch.result() or {}))
+            self._emit("on_period", PeriodRecord(obs, pw, decision, samples))
+            self._apply(decision.setting, stream)
+            period.asked_batches = decision.window_batches
+            period.watch = decision.stop_on_violation and every is not None
+            summary.periods += 1
+        period.restart(now)
+
+    def _should_stop(self, summary: Summary) -> bool:
+        if self.stop_event.is_set():
+            summary.interrupted = True
+            summary.stop_reason = getattr(self.stop_event, "reason", None) or "interrupted"
+            return True
+        if self.strict and self.cap_watch.confirmed:
+            summary.stop_reason = "cap-not-met"
+            return True
+        return False
+
+    def _fill_faults(self, summary: Summary) -> None:
+        """What the telemetry guard and the cap watch saw, into the summary."""
         for key, n in self.guard.counts.items():
             summary.counts[key] = summary.counts.get(key, 0) + n
         summary.notes.extend(self.guard.note_lines())
@@ -282,13 +312,3 @@ class ControlLoop:
         cap_note = self.cap_watch.note()
         if cap_note is not None:
             summary.notes.append(cap_note)
-        if true_tracker is not None:
-            summary.true_power = {
-                "energy_j": true_energy,
-                "over_cap_s": true_tracker.over_s,
-                "violations": true_tracker.count,
-                "longest_violation_s": true_tracker.longest_s,
-                "worst_overshoot_w": true_tracker.worst_overshoot_w,
-            }
-        self._emit("on_end", summary)
-        return summary

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchsizer.telemetry import PowerSample
+from batchsizer.telemetry import PowerMeter, PowerSample, PowerWindow, measure
 
 
 class ViolationTracker:
@@ -91,3 +91,41 @@ class Summary:
             over_cap_fraction=self.over_cap_fraction,
         )
         return d
+
+
+class PowerAccounting:
+    """Energy and violations over a whole job: by the sensor, and by the true power where the
+    device knows it (the simulator), so a report can say what the sensor missed."""
+
+    def __init__(self, reference_meter: PowerMeter | None) -> None:
+        self.reference = reference_meter
+        self.sensor = ViolationTracker()
+        self.true = ViolationTracker()
+        self.energy_j = 0.0
+        self.true_energy_j = 0.0
+
+    def add(self, window: PowerWindow, samples: list[PowerSample], start: float, end: float, cap_w: float) -> None:
+        """One period's sensor readings, judged against the cap in force during it."""
+        self.sensor.feed(samples, start, end, cap_w)
+        if window.valid:
+            self.energy_j += window.energy_j
+        if self.reference is not None:
+            true_window, true_samples = measure(self.reference, start, end)
+            self.true.feed(true_samples, start, end, cap_w)
+            if true_window.valid:
+                self.true_energy_j += true_window.energy_j
+
+    def fill(self, summary: Summary) -> None:
+        summary.energy_j = self.energy_j
+        summary.over_cap_s = self.sensor.over_s
+        summary.violations = self.sensor.count
+        summary.longest_violation_s = self.sensor.longest_s
+        summary.worst_overshoot_w = self.sensor.worst_overshoot_w
+        if self.reference is not None:
+            summary.true_power = {
+                "energy_j": self.true_energy_j,
+                "over_cap_s": self.true.over_s,
+                "violations": self.true.count,
+                "longest_violation_s": self.true.longest_s,
+                "worst_overshoot_w": self.true.worst_overshoot_w,
+            }
