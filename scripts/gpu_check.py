@@ -29,6 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+try:
+    import batchsizer  # noqa: F401
+except ModuleNotFoundError:  # a bare checkout (the lent GPU machine installs nothing): use its src/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="BatchSizer's GPU check (read-only: never changes clocks or power limits)")
