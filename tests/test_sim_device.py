@@ -59,6 +59,37 @@ def test_lower_clock_slower_and_lower_power():
     assert out[544][0] > 1.3 * out[1531][0] and out[544][1] < out[1531][1] - 40
 
 
+def test_a_raised_clock_lock_takes_effect_at_once():
+    """Going back up to a higher locked clock runs the next batch at it, as on a real card; a
+    power limit in force still holds the clock down."""
+
+    def batch_time(d) -> float:
+        t0 = d.clock.now()
+        _run(d, 16, 1)
+        return d.clock.now() - t0
+
+    fresh = make_sim_device("p40", "res50", "caltech", seed=2, time_cv=0.0, power_cv=0.0, host_cv=0.0, thermal=False)
+    _run(fresh, 16, 3)
+    top = batch_time(fresh)
+    d = make_sim_device("p40", "res50", "caltech", seed=2, time_cv=0.0, power_cv=0.0, host_cv=0.0, thermal=False)
+    d.set_clock(544)
+    _run(d, 16, 3)
+    low = batch_time(d)
+    d.set_clock(1531)
+    assert low > 1.3 * top
+    assert batch_time(d) == pytest.approx(top, rel=0.02)
+
+    limited = make_sim_device("p40", "res152", "caltech", seed=4, host_scale=0.2)
+    limited.set_power_limit(150)
+    _run(limited, 64, 60)  # long enough for the limiter to pull the clock down
+    assert limited.throttle_mhz < 1531
+    held = limited.throttle_mhz
+    limited.set_clock(1531)  # a lock at or above where the limiter holds the clock changes nothing
+    assert limited.throttle_mhz == held
+    limited.set_clock(1430)
+    assert limited.throttle_mhz == min(held, 1430)
+
+
 def _sliding_means(device, start: float, end: float, width: float = 1.0) -> list[float]:
     tr = device.trace
     out, t = [], start

@@ -92,8 +92,12 @@ class SimDevice(Device):
             raise UnsupportedError(
                 f"{mhz} MHz is not a clock level of {self.gpu.name}: {list(self.knobs.clock_levels_mhz)}"
             )
+        # Whether the card's power limiter holds the clock below the lock must be read before the
+        # lock moves: a raised lock is below no throttle yet, and takes effect at once when the
+        # limiter is not holding the clock down (as a locked clock does on a real card).
+        throttled = self.throttle_mhz < self.clock_mhz
         self.clock_mhz = self.gpu.top_clock_mhz if mhz is None else int(mhz)
-        self.throttle_mhz = min(self.throttle_mhz, self.clock_mhz) if self._limiting() else float(self.clock_mhz)
+        self.throttle_mhz = min(self.throttle_mhz, self.clock_mhz) if throttled else float(self.clock_mhz)
 
     def set_power_limit(self, watts: float | None) -> None:
         if watts is None:
