@@ -408,3 +408,35 @@ def test_after_backing_off_it_judges_the_new_setting_by_its_settled_readings() -
         stale = dataclasses.replace(o, peak_w=195.0, settled_peak_w=o.peak_w)  # only the first reading was high
         d = ctrl.decide(stale)
         assert (d.reason != "over-cap") is settled
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_sparse_sensors_low_reading_is_not_interpolated_through(drop: bool) -> None:
+    """A100 job 11: the quarter-time sensor aliased with the batch and read batch 47 at 57 W (true
+    254 W) between batch 16 (150 W) and batch 80 (203 W); sizes between 47 and 80 must not be
+    predicted under what 16 and 80 say."""
+    m = PlantModel()
+    m.drop_low = drop
+    m.add(1410, 16, 150.0, 60.0, 0.05, 0)
+    m.add(1410, 16, 90.0, 60.0, 0.05, 1)  # a missed spike: the sensor is sparse
+    assert m.sparse
+    m.add(1410, 47, 57.0, 58.0, 0.10, 2)
+    m.add(1410, 47, 57.0, 58.0, 0.10, 3)
+    m.add(1410, 80, 203.0, 120.0, 0.16, 4)
+    from_neighbours = 150.0 + (203.0 - 150.0) * math.log(64 / 16) / math.log(80 / 16)
+    p64 = m.peak(1410, 64)
+    assert p64 is not None
+    if drop:
+        assert p64 == pytest.approx(from_neighbours)
+        assert m.peak(1410, 47) == pytest.approx(150.0 + (203.0 - 150.0) * math.log(47 / 16) / math.log(80 / 16))
+    else:
+        assert p64 < from_neighbours - 5  # interpolated from 47's low reading (held at 16's 150 W)
+
+
+def test_a_flat_stretch_on_a_sparse_sensor_is_kept() -> None:
+    m = PlantModel()
+    m.drop_low = True
+    m.sparse = True
+    for s, w in ((16, 150.0), (32, 151.0), (64, 152.0)):
+        m.add(1410, s, w, 60.0, 0.01 * s, 0)
+    assert m.peak(1410, 48) == pytest.approx(151.0 + math.log(48 / 32) / math.log(2))

@@ -76,6 +76,7 @@ class Adaptive(Controller):
         borrow_shape: bool = True,
         stop_on_violation: str = "always",
         settled_after_backoff: bool = True,
+        drop_low_readings: bool = True,
     ) -> None:
         self.sizes = check_sizes(sizes if sizes is not None else fine_sizes())
         if not 0 <= margin_frac < 0.5:
@@ -96,6 +97,7 @@ class Adaptive(Controller):
         self.explore_clocks = explore_clocks and len(self.clocks) > 1
         self.model = PlantModel()
         self.model.borrow_shape = borrow_shape
+        self.model.drop_low = drop_low_readings
         self._given_up: set[int] = set()
         #: exponent of dynamic power on the clock, learned (see _learn_clock_exp); 1 before any
         #: lower clock was tried (as if the voltage did not fall with the clock, which errs high)

@@ -13,6 +13,8 @@ first) and the time per batch. Sizes not yet run are predicted from their observ
 * peak power above the largest observed size: the secant through the two largest points extended
   (for a concave curve, as the paper's Fig. 1 is, that line lies above the curve), never flatter
   than ``min_slope_frac`` of the average slope from zero;
+* on a sensor that sees only part of the time, a size whose peak sits far below its neighbours'
+  (aliasing: it saw only host time) is left out when other sizes are predicted;
 * time per batch: affine in the size (a fixed cost per batch plus a cost per item), fitted to the
   neighbours, so throughput saturates where the fixed cost stops mattering: that is the online
   saturation detection the paper left for future work.
@@ -65,6 +67,8 @@ class PlantModel:
         self.sparse_frac = 0.3
         #: below the smallest size seen at a clock, borrow another clock's curve shape
         self.borrow_shape = True
+        #: on a sparse sensor, leave out of the predictions a size whose peak sits far below its neighbours'
+        self.drop_low = True
 
     def table(self, clock: int | None) -> dict[int, Point]:
         return self.points.setdefault(clock, {})
@@ -150,7 +154,35 @@ class PlantModel:
             return max(own, self._peak_from(others, clock, size))
         return self._peak_from(table, clock, size)
 
+    def _credible(self, table: dict[int, Point]) -> dict[int, Point]:
+        """The sizes to predict from: on a sparse sensor, not one whose peak sits far below its neighbours'.
+
+        A sensor that sees a fraction of the time can alias with the batch and see only host time at
+        one size, again and again (A100 job 11: batch 47 read 57 W, true 254 W, between sizes that
+        read 150 and 203 W); interpolating through that reading promises the sizes above it fit.
+        A size counts as far below when its peak is under the halfway point between the smaller
+        neighbour's and what the neighbours interpolate to, while the neighbours differ by more than
+        a tenth of the larger one's power above the floor (a flat stretch is not evidence).
+        """
+        if not (self.sparse and self.drop_low) or len(table) < 3 or not math.isfinite(self.floor_w):
+            return table
+        sizes = sorted(table)
+        env, top_w = {}, -math.inf
+        for s in sizes:
+            top_w = max(top_w, table[s].peak_w)
+            env[s] = top_w
+        drop = set()
+        for a, s, c in zip(sizes, sizes[1:], sizes[2:]):
+            ea, ec = env[a], max(env[a], table[c].peak_w)
+            if ec - ea <= 0.1 * (ec - self.floor_w):
+                continue
+            w = (math.log(s) - math.log(a)) / (math.log(c) - math.log(a))
+            if table[s].peak_w < ea + 0.5 * w * (ec - ea):
+                drop.add(s)
+        return {s: p for s, p in table.items() if s not in drop} if drop else table
+
     def _peak_from(self, table: dict[int, Point], clock: int | None, size: int, borrow: bool = True) -> float:
+        table = self._credible(table)
         sizes = sorted(table)
         # unmeasured sizes are predicted from the running maximum of the measured peaks: a reading
         # lower than a smaller size's may be real (Zeus has such curves) or a spike the sensor
