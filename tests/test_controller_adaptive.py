@@ -10,7 +10,7 @@ import pytest
 from batchsizer.errors import ConfigError
 from batchsizer.policies import CONTROLLERS, make_controller
 from batchsizer.policies.adaptive import Adaptive, fine_sizes
-from batchsizer.policies.base import Observation, Setting
+from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.policies.plant_model import PlantModel
 
 
@@ -28,6 +28,22 @@ def obs(setting: Setting, cap: float, peak_of=peak_concave, time_of=batch_time, 
     b = setting.batch_size
     t = 10 * time_of(b)
     return Observation(period, 0.0, t, cap, peak_of(b), 0.5 * (50 + peak_of(b)), 10 * b, 10, setting, 20)
+
+
+class ScriptedController(Controller):
+    """Starts at batch 4 and answers its n-th observation (from 1) with ``answer(n)``: what the
+    loop tests need to ask the loop for something at a chosen moment."""
+
+    def __init__(self, answer) -> None:  # type: ignore[no-untyped-def]
+        self.answer = answer
+        self.seen: list[Observation] = []
+
+    def initial(self) -> Setting:
+        return Setting(4)
+
+    def decide(self, o: Observation) -> Decision:
+        self.seen.append(o)
+        return self.answer(len(self.seen))
 
 
 def drive(ctrl: Adaptive, caps: list[float], peak_of=peak_concave, time_of=batch_time) -> list[Setting]:
@@ -218,18 +234,6 @@ def test_the_loop_ends_a_period_early_when_the_controller_asks() -> None:
     from batchsizer.caps import ConstantCap
     from batchsizer.devices import ScriptedDevice
     from batchsizer.loop import ControlLoop, LoopObserver, Window
-    from batchsizer.policies.base import Controller, Decision
-
-    class Asks(Controller):
-        def __init__(self) -> None:
-            self.seen: list[Observation] = []
-
-        def initial(self) -> Setting:
-            return Setting(4)
-
-        def decide(self, o: Observation) -> Decision:
-            self.seen.append(o)
-            return Decision(Setting(4), "hold", window_batches=3 if len(self.seen) < 3 else None)
 
     class Periods(LoopObserver):
         def __init__(self) -> None:
@@ -239,7 +243,8 @@ def test_the_loop_ends_a_period_early_when_the_controller_asks() -> None:
             self.batches.append(record.observation.batches)
 
     dev = ScriptedDevice(time_fn=lambda b, c: 0.05, power_fn=lambda b, c: 100.0, update_period_s=0.01)
-    ctrl, periods = Asks(), Periods()
+    ctrl = ScriptedController(lambda n: Decision(Setting(4), "hold", window_batches=3 if n < 3 else None))
+    periods = Periods()
     ControlLoop(dev, ctrl, ConstantCap(150.0), Window(batches=10), [periods]).run(DynamicBatchStream(range(4 * 60)))
     # the first period is the loop's window; the next two are the 3 batches asked for; then 10 again
     assert periods.batches[:5] == [10, 3, 3, 10, 10]
@@ -251,7 +256,6 @@ def test_trace_measures_violations_against_the_period_in_force() -> None:
     the cap is divided by the length of the period it began in, and periods over the cap in a row
     are counted, so a span that runs on into the next period shows as a ratio over 1."""
     from batchsizer.loop import PeriodRecord
-    from batchsizer.policies.base import Decision
     from batchsizer.repro.runner import TraceObserver
     from batchsizer.telemetry import PowerSample, PowerWindow
 
@@ -334,27 +338,13 @@ def test_the_loop_ends_a_period_at_the_first_reading_over_the_cap_only_when_aske
     from batchsizer.caps import ConstantCap
     from batchsizer.devices import ScriptedDevice
     from batchsizer.loop import ControlLoop, Window
-    from batchsizer.policies.base import Controller, Decision
-
-    class Probe(Controller):
-        """Batch 4 (under the cap), then a probe of batch 8 (over it), then back to 4."""
-
-        def __init__(self) -> None:
-            self.seen: list[Observation] = []
-
-        def initial(self) -> Setting:
-            return Setting(4)
-
-        def decide(self, o: Observation) -> Decision:
-            self.seen.append(o)
-            nxt = Setting(8) if len(self.seen) == 1 else Setting(4)
-            return Decision(nxt, "probe", stop_on_violation=ask)
 
     # batch 8 draws 200 W against a 150 W cap; each batch lasts 50 ms, the sensor updates every 10 ms
     dev = ScriptedDevice(
         time_fn=lambda b, c: 0.05, power_fn=lambda b, c: 200.0 if b == 8 else 100.0, update_period_s=0.01
     )
-    ctrl = Probe()
+    # batch 4 (under the cap), then a probe of batch 8 (over it), then back to 4
+    ctrl = ScriptedController(lambda n: Decision(Setting(8) if n == 1 else Setting(4), "probe", stop_on_violation=ask))
     ControlLoop(dev, ctrl, ConstantCap(150.0), Window(batches=10)).run(
         DynamicBatchStream(range(4 * 10 + 8 * 10 + 4 * 20))
     )

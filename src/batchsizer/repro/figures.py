@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from batchsizer.repro.experiment import ExperimentResult, aggregate  # noqa: E402
-from batchsizer.repro.jobs import figure_jobs  # noqa: E402
+from batchsizer.repro.jobs import Job, figure_jobs  # noqa: E402
 from batchsizer.repro.methods import get_method  # noqa: E402
 from batchsizer.repro.report import gains  # noqa: E402
 from batchsizer.repro.runner import RunResult  # noqa: E402
@@ -138,33 +140,41 @@ def _series_runs(result: ExperimentResult, method: str) -> dict[int, RunResult]:
     return {r.job_id: r for r in result.runs if r.method == method and r.power_series is not None}
 
 
-def fig_power(result: ExperimentResult, path: Path) -> Path:
+def _per_job_panels(result: ExperimentResult, draw: Callable[[Any, Job], None], title: str, path: Path) -> Path:
+    """One panel per figure job (Fig. 7/8 style), stacked, sharing the time axis's label."""
     chosen = figure_jobs([j.id for j in result.jobs])
     jobs = {j.id: j for j in result.jobs}
-    bs, dv = _series_runs(result, "batchsizer"), _series_runs(result, "dvfs")
     fig, axes = plt.subplots(len(chosen), 1, figsize=(10, 2.1 * len(chosen)), squeeze=False)
     for ax, jid in zip(axes[:, 0], chosen):
+        draw(ax, jobs[jid])
+        ax.set_title(f"job {jobs[jid].label}", fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="lower right", ncol=3)
+    axes[-1, 0].set_xlabel("time (s, simulated)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def fig_power(result: ExperimentResult, path: Path) -> Path:
+    bs, dv = _series_runs(result, "batchsizer"), _series_runs(result, "dvfs")
+
+    def draw(ax: Any, job: Job) -> None:
+        jid = job.id
         for runs, m in ((dv, "dvfs"), (bs, "batchsizer")):
             r = runs.get(jid)
             if r is not None and r.power_series:
                 t, w = zip(*r.power_series)
                 ax.plot(t, w, lw=0.6, color=_color(m), label=get_method(m).label, drawstyle="steps-post")
-        ax.axhline(jobs[jid].cap_w, color="red", ls="--", lw=1, label="cap")
+        ax.axhline(job.cap_w, color="red", ls="--", lw=1, label="cap")
         ax.set_ylabel("W (sensor)")
-        ax.set_title(f"job {jobs[jid].label}", fontsize=9, loc="left")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="lower right", ncol=3)
-    axes[-1, 0].set_xlabel("time (s, simulated)")
-    fig.suptitle("Power over time against the cap (what the sensor read, seed 0)", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+
+    return _per_job_panels(result, draw, "Power over time against the cap (what the sensor read, seed 0)", path)
 
 
 def fig_batch_over_time(result: ExperimentResult, path: Path) -> Path:
-    chosen = figure_jobs([j.id for j in result.jobs])
-    jobs = {j.id: j for j in result.jobs}
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(10, 2.1 * len(chosen)), squeeze=False)
-    for ax, jid in zip(axes[:, 0], chosen):
+    def draw(ax: Any, job: Job) -> None:
+        jid = job.id
         for m in ("aimd", "batchsizer"):
             r = _series_runs(result, m).get(jid)
             if r is None or not r.period_series:
@@ -180,13 +190,8 @@ def fig_batch_over_time(result: ExperimentResult, path: Path) -> Path:
         ax.set_yscale("log", base=2)
         ax.set_ylim(0.8, 400)
         ax.set_ylabel("batch size")
-        ax.set_title(f"job {jobs[jid].label}", fontsize=9, loc="left")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="lower right", ncol=3)
-    axes[-1, 0].set_xlabel("time (s, simulated)")
-    fig.suptitle("Batch size over time (each control period, seed 0)", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+
+    return _per_job_panels(result, draw, "Batch size over time (each control period, seed 0)", path)
 
 
 def write_figures(result: ExperimentResult, out: Path) -> dict[str, Path]:
