@@ -430,3 +430,9 @@ def test_a_flat_stretch_on_a_sparse_sensor_is_kept() -> None:
     for s, w in ((16, 150.0), (32, 151.0), (64, 152.0)):
         m.add(1410, s, w, 60.0, 0.01 * s, 0)
     assert m.peak(1410, 48) == pytest.approx(151.0 + math.log(48 / 32) / math.log(2))
+
+
+def test_initial_size_must_be_one_of_the_sizes() -> None:
+    assert make_controller("adaptive", initial=4, sizes=(1, 2, 4)).initial().batch_size == 4
+    with pytest.raises(ConfigError, match=r"initial batch size: must be one of \[1, 2, 4\], got 3"):
+        make_controller("adaptive", initial=3, sizes=(1, 2, 4))

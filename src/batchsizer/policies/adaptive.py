@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from batchsizer.errors import ConfigError
+from batchsizer.policies.band_search import start_position
 from batchsizer.policies.base import Controller, Decision, Observation, Setting, check_sizes
 from batchsizer.policies.plant_model import PlantModel
 
@@ -85,10 +86,7 @@ class Adaptive(Controller):
             raise ConfigError("max jump", "must be more than 1 (a factor on the largest size seen)")
         self.clocks: tuple[int, ...] = tuple(sorted(clock_levels_mhz))
         self.clock: int | None = self.clocks[-1] if self.clocks else None
-        start = self.sizes[0] if initial is None else initial
-        if start not in self.sizes:
-            raise ConfigError("initial batch size", f"must be one of the sizes {list(self.sizes)}, got {start}")
-        self.size = start
+        self.size = self.sizes[start_position(self.sizes, initial, "initial batch size") - 1]
         self.margin_frac = margin_frac
         self.noise_sigmas = noise_sigmas
         self.max_jump = max_jump
