@@ -17,7 +17,7 @@ plain loop gets it too). ``--allocator default`` leaves glibc's defaults: then e
 depends on how its frees happen to line up with heap trimming, and the ratio swings run to run.
 Target: ours at most 1% slower (median ratio <= 1.01).
 
-    .venv/bin/python benchmarks/overhead.py [--items 512 --batch-size 32 --rounds 21 --allocator retain]
+    .venv/bin/python benchmarks/overhead.py [--items 256 --batch-size 32 --rounds 201 --allocator retain]
 """
 
 from __future__ import annotations
@@ -69,10 +69,11 @@ def timed(fn: Callable[[], int]) -> tuple[float, float, int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=512)
+    ap.add_argument("--items", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--side", type=int, default=112, help="input image side in pixels")
-    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--rounds", type=int, default=201)
+    ap.add_argument("--interleaved-rounds", type=int, default=40, help="runs of the batch-interleaved phase")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps the timing steady)")
     ap.add_argument("--allocator", choices=("retain", "default"), default="retain")
     ap.add_argument(
@@ -87,12 +88,13 @@ def main() -> None:
     import torch
 
     from batchsizer import ConstantCap, ControlLoop, DynamicBatchStream, Window, make_controller
-    from batchsizer.hw.device import TorchDevice
+    from batchsizer.hw.device import NoMeter, TorchDevice
     from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml, install_fake_nvml
     from batchsizer.hw.memory import retain_freed_memory
     from batchsizer.hw.nvml import Nvml
     from batchsizer.hw.nvml_meter import NvmlMeter
     from batchsizer.hw.torch_runner import TorchRunner, normalize
+    from batchsizer.loop import LoopObserver
 
     retain = args.allocator == "retain"
     retained = retain_freed_memory() if retain else False
@@ -104,43 +106,104 @@ def main() -> None:
     data = torch.randint(0, 256, (args.items, 3, args.side, args.side), dtype=torch.uint8)
     bs = args.batch_size
 
-    def plain() -> int:
+    # time inside the model section of each batch (input conversion to argmax: what TorchRunner times)
+    model_s: dict[str, list[float]] = {"plain": [], "plain+sampler": [], "ours": []}
+
+    def plain(name: str = "plain") -> int:
         n = 0
         with torch.inference_mode():
             for i in range(0, args.items, bs):
-                x = normalize(data[i : i + bs].to(torch.float32))
-                n += len(model(x).argmax(dim=1).tolist())
+                t0 = time.monotonic()
+                predicted = model(normalize(data[i : i + bs].to(torch.float32))).argmax(dim=1)
+                model_s[name].append(time.monotonic() - t0)
+                n += len(predicted.tolist())
         return n
+
+    class ModelTime(LoopObserver):
+        def on_batch(self, index: int, batch: Any, outcome: Any, setting: Any) -> None:
+            model_s["ours"].append(outcome.end - outcome.start)
 
     install_fake_nvml(FakeNvml([FakeGpu(update_period_s=0.02)]))
     nvml = Nvml()
-    meter = NvmlMeter(nvml.gpu(0), update_period_s=0.02)
-    device = TorchDevice("cpu", TorchRunner(model, "cpu", retain_memory=retain), meter)
+    device = TorchDevice("cpu", TorchRunner(model, "cpu", retain_memory=retain), NoMeter("cpu", "not started"))
 
-    def ours() -> int:
-        controller = make_controller("batchsizer", device.knobs, sizes=(bs,))
-        stream = DynamicBatchStream(
-            range(args.items), bs, prefetch=args.prefetch, prepare=lambda items: data[items[0] : items[-1] + 1]
-        )
-        return ControlLoop(device, controller, ConstantCap(1000.0), Window(batches=10)).run(stream).items
+    def ours(prepare: Callable[[Any], Any] | None = None) -> int:
+        """One job through our loop; its power sampler thread lives only as long as the job, so it counts."""
+        device.meter = NvmlMeter(nvml.gpu(0), update_period_s=0.02)
+        try:
+            controller = make_controller("batchsizer", device.knobs, sizes=(bs,))
+            stream = DynamicBatchStream(
+                range(args.items),
+                bs,
+                prefetch=args.prefetch,
+                prepare=prepare or (lambda items: data[items[0] : items[-1] + 1]),
+            )
+            loop = ControlLoop(device, controller, ConstantCap(1000.0), Window(batches=10), [ModelTime()])
+            return loop.run(stream).items
+        finally:
+            device.meter.close()
 
-    loops = {"plain": plain, "ours": ours}
+    def interleaved() -> tuple[list[float], list[float]]:
+        """Steady state, batch by batch: a plain batch on the same images just before each of ours.
+
+        The plain batch runs (timed) inside our stream's ``prepare`` hook; ours is the time from the end
+        of one plain batch to the start of the next: running the batch, the controller, the period's
+        power window, and drawing the next batch. Pairs 30 ms apart see the same machine, so the
+        per-pair ratios are far less noisy than whole runs; the run's start and end are left out."""
+        plain_s: list[float] = []
+        marks: list[tuple[float, float]] = []
+
+        def prepare(items: Any) -> Any:
+            x = data[items[0] : items[-1] + 1]
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                model(normalize(x.to(torch.float32))).argmax(dim=1).tolist()
+            t1 = time.perf_counter()
+            plain_s.append(t1 - t0)
+            marks.append((t0, t1))
+            return x
+
+        ours(prepare)
+        ours_s = [b[0] - a[1] for a, b in zip(marks, marks[1:])]
+        return plain_s[1:], ours_s
+
+    def plain_sampled() -> int:
+        """The plain loop while our power sampler polls beside it: what the sampler alone costs."""
+        meter = NvmlMeter(nvml.gpu(0), update_period_s=0.02)
+        try:
+            return plain("plain+sampler")
+        finally:
+            meter.close()
+
+    loops: dict[str, Callable[[], int]] = {"plain": plain, "plain+sampler": plain_sampled, "ours": ours}
+    names = list(loops)
     for _ in range(2):  # warm up both (allocator, oneDNN primitives, threads)
         for fn in loops.values():
             fn()
+    for times in model_s.values():
+        times.clear()
     runs: dict[str, dict[str, list[float]]] = {k: {"wall_s": [], "cpu_s": [], "minor_faults": []} for k in loops}
     for r in range(args.rounds):
-        for name in ("plain", "ours") if r % 2 == 0 else ("ours", "plain"):
+        order = names[r % 3 :] + names[: r % 3]  # each loop first, middle and last equally often
+        for name in order if r % 2 == 0 else order[::-1]:
             wall, cpu, faults, items = timed(loops[name])
             assert items == args.items, (name, items)
             runs[name]["wall_s"].append(wall)
             runs[name]["cpu_s"].append(cpu)
             runs[name]["minor_faults"].append(faults)
+    pair_ratios: list[float] = []
+    for _ in range(args.interleaved_rounds):
+        plain_s, ours_s = interleaved()
+        pair_ratios += [o / p for o, p in zip(ours_s, plain_s)]
     device.close()
     nvml.close()
 
     wall = {k: v["wall_s"] for k, v in runs.items()}
     per_round = [o / p for o, p in zip(wall["ours"], wall["plain"])]
+    shares = {}  # the headline ratio split: the sampler thread alone, and the rest of our loop
+    for label, a, b in (("sampler", "plain+sampler", "plain"), ("loop_without_sampler", "ours", "plain+sampler")):
+        ratios = [x / y for x, y in zip(wall[a], wall[b])]
+        shares[label] = {"median": statistics.median(ratios), "ci95": list(bootstrap_median_ci(ratios))}
     median_ratio = statistics.median(per_round)
     lo, hi = bootstrap_median_ci(per_round)
     q1, _, q3 = statistics.quantiles(per_round, n=4)
@@ -148,6 +211,30 @@ def main() -> None:
     cpu_per_round = [o / p for o, p in zip(runs["ours"]["cpu_s"], runs["plain"]["cpu_s"])]
     cpu_ratio = statistics.median(cpu_per_round)
     cpu_lo, cpu_hi = bootstrap_median_ci(cpu_per_round)
+    # where the time goes: the model section (same work in both) and everything around it, per batch
+    batches = -(-args.items // bs)
+    outside_us: dict[str, float] = {}
+    for name in loops:
+        inside = [sum(model_s[name][r * batches : (r + 1) * batches]) for r in range(args.rounds)]
+        outside = [w - m for w, m in zip(wall[name], inside)]
+        outside_us[name] = statistics.median(outside) / batches * 1e6
+    model_ratio = statistics.median(
+        [
+            sum(model_s["ours"][r * batches : (r + 1) * batches])
+            / sum(model_s["plain"][r * batches : (r + 1) * batches])
+            for r in range(args.rounds)
+        ]
+    )
+    added_fraction = (outside_us["ours"] - outside_us["plain"]) * batches / 1e6 / statistics.median(wall["plain"])
+    sampler_model_ratio = statistics.median(
+        [
+            sum(model_s["plain+sampler"][r * batches : (r + 1) * batches])
+            / sum(model_s["plain"][r * batches : (r + 1) * batches])
+            for r in range(args.rounds)
+        ]
+    )
+    pair_median = statistics.median(pair_ratios)
+    pair_lo, pair_hi = bootstrap_median_ci(pair_ratios)
     passed = median_ratio <= TARGET
     resolved = hi <= TARGET or lo > TARGET
     result = {
@@ -168,6 +255,15 @@ def main() -> None:
         "ratio_best_runs": best_ratio,
         "ratio_cpu_time_median_per_round": cpu_ratio,
         "ratio_cpu_time_ci95": [cpu_lo, cpu_hi],
+        "outside_model_us_per_batch": outside_us,
+        "added_outside_model_fraction": added_fraction,
+        "model_time_ratio_median_per_round": model_ratio,
+        "model_time_ratio_sampler_only": sampler_model_ratio,
+        "ratio_split": shares,
+        "interleaved_rounds": args.interleaved_rounds,
+        "interleaved_pairs": len(pair_ratios),
+        "interleaved_ratio_median": pair_median,
+        "interleaved_ratio_ci95": [pair_lo, pair_hi],
         "items_per_s_best": {k: args.items / min(v) for k, v in wall.items()},
         "load_average": {"start": load_start, "end": _loadavg()},
         "target_ratio": TARGET,
@@ -182,15 +278,30 @@ def main() -> None:
         f"{args.rounds} rounds, allocator {args.allocator}, prefetch {args.prefetch}, "
         f"load average {load_start} -> {_loadavg()}"
     )
-    print(f"{'loop':<8}{'best s':>9}{'items/s':>10}{'median s':>10}{'max s':>9}{'cpu s':>8}{'faults':>9}")
+    print(f"{'loop':<14}{'best s':>9}{'items/s':>10}{'median s':>10}{'max s':>9}{'cpu s':>8}{'faults':>9}")
     for k, v in runs.items():
         print(
-            f"{k:<8}{min(v['wall_s']):>9.3f}{args.items / min(v['wall_s']):>10.1f}{statistics.median(v['wall_s']):>10.3f}"
+            f"{k:<14}{min(v['wall_s']):>9.3f}{args.items / min(v['wall_s']):>10.1f}{statistics.median(v['wall_s']):>10.3f}"
             f"{max(v['wall_s']):>9.3f}{statistics.median(v['cpu_s']):>8.3f}{statistics.median(v['minor_faults']):>9.0f}"
         )
     print(
         f"ours/plain: median per-round {median_ratio:.4f} (95% CI {lo:.4f}-{hi:.4f}, quartiles {q1:.4f}-{q3:.4f}); "
         f"best runs {best_ratio:.4f}; CPU time median per-round {cpu_ratio:.4f} (95% CI {cpu_lo:.4f}-{cpu_hi:.4f})"
+    )
+    print(
+        f"per batch outside the model: plain {outside_us['plain']:.0f} us, ours {outside_us['ours']:.0f} us "
+        f"(+{100 * added_fraction:.2f}% of the plain loop's time); model section ours/plain: median per-round "
+        f"{model_ratio:.4f}"
+    )
+    print(
+        f"split: plain+sampler/plain {shares['sampler']['median']:.4f} "
+        f"(95% CI {shares['sampler']['ci95'][0]:.4f}-{shares['sampler']['ci95'][1]:.4f}; model section "
+        f"{sampler_model_ratio:.4f}), ours/(plain+sampler) {shares['loop_without_sampler']['median']:.4f} "
+        f"(95% CI {shares['loop_without_sampler']['ci95'][0]:.4f}-{shares['loop_without_sampler']['ci95'][1]:.4f})"
+    )
+    print(
+        f"steady state, batch-interleaved ({len(pair_ratios)} pairs): ours/plain per batch median {pair_median:.4f} "
+        f"(95% CI {pair_lo:.4f}-{pair_hi:.4f})"
     )
     noise = "" if resolved else f"; NOT resolved: the 95% interval straddles {TARGET} at this noise"
     print(f"target median ratio <= {TARGET}: {'PASS' if passed else 'FAIL'}{noise}  -> {args.json}")

@@ -6,7 +6,8 @@
 2. A profile of three models over batch sizes: throughput, peak and mean power.
 3. BatchSizer under two software caps, about 60% and 85% of the peak seen, each against the best
    static batch size under the same cap (from the profile), for the same time: throughput ratio
-   and time over the cap.
+   and time over the cap. Both controllers run: the paper's Algorithm 1 (``batchsizer``) and the
+   default (``adaptive``).
 JSON goes to --json; a short table is printed last. It NEVER changes the card's clocks or power
 limit (the device is opened read-only). ``--dry-run`` runs the same code on the CPU with a fake
 NVML and tiny settings, to check the script without a GPU (its numbers mean nothing).
@@ -18,7 +19,6 @@ NVML and tiny settings, to check the script without a GPU (its numbers mean noth
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -35,22 +35,35 @@ except ModuleNotFoundError:  # a bare checkout (the lent GPU machine installs no
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
-def parse_args() -> argparse.Namespace:
+#: settings of a real run, and of a dry run (CPU + fake NVML): what the command line leaves unset
+PRESETS = {
+    False: {"device": "cuda:0", "models": "resnet50,mobilenet_v2,googlenet", "sizes": "1,2,4,8,16,32,64,128,256",
+            "batches": 10, "warmup": 3, "run_s": 40.0, "window_s": 1.0},
+    True: {"device": "cpu", "models": "squeezenet1_1,mobilenet_v3_small,resnet18", "sizes": "1,2,4,8",
+           "batches": 3, "warmup": 1, "run_s": 3.0, "window_s": 0.3},
+}  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="BatchSizer's GPU check (read-only: never changes clocks or power limits)")
-    ap.add_argument("--device", default="cuda:0")
-    ap.add_argument("--models", default="resnet50,mobilenet_v2,googlenet")
-    ap.add_argument("--sizes", default="1,2,4,8,16,32,64,128,256")
-    ap.add_argument("--batches", type=int, default=10, help="measured batches per profile point")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--run-s", type=float, default=40.0, help="seconds per capped run (BatchSizer, then static)")
-    ap.add_argument("--window-s", type=float, default=1.0, help="control period: at most this many seconds")
+    real = PRESETS[False]
+    ap.add_argument("--device", help=f"[default: {real['device']}]")
+    ap.add_argument("--models", help=f"[default: {real['models']}]")
+    ap.add_argument("--sizes", help=f"[default: {real['sizes']}]")
+    ap.add_argument("--batches", type=int, help=f"measured batches per profile point [default: {real['batches']}]")
+    ap.add_argument("--warmup", type=int, help=f"[default: {real['warmup']}]")
+    ap.add_argument("--run-s", type=float, help=f"seconds per capped run [default: {real['run_s']:g}]")
+    ap.add_argument(
+        "--window-s", type=float, help=f"control period: at most this many seconds [default: {real['window_s']:g}]"
+    )
+    ap.add_argument("--controllers", default="batchsizer,adaptive", help="controllers to run under each cap")
     ap.add_argument("--half", action="store_true", help="run the models in float16")
     ap.add_argument("--json", type=Path, default=Path("gpu_check.json"))
     ap.add_argument("--dry-run", action="store_true", help="CPU + fake NVML + tiny settings, to test this script")
-    args = ap.parse_args()
-    if args.dry_run:
-        args.device, args.models, args.sizes = "cpu", "squeezenet1_1,mobilenet_v3_small,resnet18", "1,2,4,8"
-        args.batches, args.warmup, args.run_s, args.window_s = 3, 1, 3.0, 0.3
+    args = ap.parse_args(argv)
+    for key, value in PRESETS[args.dry_run].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return args
 
 
@@ -117,8 +130,8 @@ def capped_run(
     }
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     t_start = time.monotonic()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from batchsizer.cli.commands.profile import run_profile
@@ -130,11 +143,27 @@ def main() -> int:
     if args.dry_run:
         from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml, install_fake_nvml
 
-        install_fake_nvml(FakeNvml([FakeGpu(update_period_s=0.02)]))
+        fake_gpu = FakeGpu(update_period_s=0.02)
+        install_fake_nvml(FakeNvml([fake_gpu]))
     import torch
 
-    sizes = parse_int_list(args.sizes, "sizes")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    from batchsizer.errors import BatchSizerError, ConfigError
+    from batchsizer.hw.torch_runner import resolve_name
+    from batchsizer.paths import check_output_file
+    from batchsizer.policies import CONTROLLERS
+    from batchsizer.records import write_json_atomic
+
+    try:  # every mistake in the settings is found now, not minutes into the run
+        sizes = parse_int_list(args.sizes, "sizes")
+        models = [resolve_name(m.strip()) for m in args.models.split(",") if m.strip()]
+        controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
+        unknown = [c for c in controllers if c not in CONTROLLERS or c == "static"]
+        if unknown:
+            raise ConfigError("controllers", f"unknown {unknown}; choose from {sorted(set(CONTROLLERS) - {'static'})}")
+        check_output_file(args.json, "json")
+    except BatchSizerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     index = 0 if args.device == "cpu" else int(args.device.split(":")[1]) if ":" in args.device else 0
     report: dict[str, Any] = {
         "dry_run": args.dry_run,
@@ -173,6 +202,7 @@ def main() -> int:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
             report["profiles"] = profiles
+            write_json_atomic(args.json, report)  # what is measured is kept, whatever happens next
             seen_all = [p["update_period_seen_s"] for p in profiles.values() if p["update_period_seen_s"]]
             report["sensor"]["update_period_seen_under_load_s"] = statistics.median(seen_all) if seen_all else None
 
@@ -187,26 +217,33 @@ def main() -> int:
                 cap = round(frac * peak, 1)
                 under = [r for r in rows if math.isfinite(r["peak_w"]) and r["peak_w"] <= cap]
                 best = max(under, key=lambda r: r["throughput"])["batch_size"] if under else sizes[0]
-                print(f"cap {cap:g} W ({frac:.0%} of {peak:.0f} W): BatchSizer, then static batch {best}", flush=True)
-                ours = capped_run(w, "batchsizer", cap, args.run_s, args.window_s, sizes=sizes)
+                print(
+                    f"cap {cap:g} W ({frac:.0%} of {peak:.0f} W): {', '.join(controllers)}, then static batch {best}",
+                    flush=True,
+                )
+                ours = {name: capped_run(w, name, cap, args.run_s, args.window_s, sizes=sizes) for name in controllers}
                 static = capped_run(w, "static", cap, args.run_s, args.window_s, batch_size=best)
                 runs.append(
                     {
                         "cap_fraction": frac,
                         "cap_w": cap,
                         "best_static_batch_size": best,
-                        "batchsizer": ours,
+                        **ours,
                         "static": static,
-                        "throughput_ratio": ours["throughput"] / static["throughput"]
-                        if static["throughput"]
-                        else math.nan,
+                        "throughput_ratio": {
+                            name: r["throughput"] / static["throughput"] if static["throughput"] else math.nan
+                            for name, r in ours.items()
+                        },
                     }
                 )
-            report["capped"] = {"peak_seen_w": peak, "model": models[0], "runs": runs}
+                report["capped"] = {"peak_seen_w": peak, "model": models[0], "runs": runs}
+                write_json_atomic(args.json, report)
         finally:
             meter.close()
+    if args.dry_run:  # the fake records every call that would change the card: there must be none
+        report["settings_changed"] = list(fake_gpu.calls)
     report["wall_s"] = time.monotonic() - t_start
-    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json_atomic(args.json, report)
 
     print(f"\n== GPU check{' (DRY RUN: CPU + fake NVML, numbers mean nothing)' if args.dry_run else ''} ==")
     seen = report["sensor"].get("update_period_seen_under_load_s")
@@ -223,14 +260,20 @@ def main() -> int:
             f"{max(r['peak_w'] for r in p['rows']):>9.1f}"
         )
     print(
-        f"{'cap W':>7}{'static bs':>10}{'ours it/s':>11}{'static it/s':>13}{'ratio':>7}{'ours over%':>11}{'static over%':>13}"
+        f"{'cap W':>7}{'controller':>12}{'items/s':>9}{'median bs':>10}{'over %':>8}{'vs static':>10}"
+        f"{'static bs':>10}{'static it/s':>12}{'static over %':>14}"
     )
     for r in runs:
-        print(
-            f"{r['cap_w']:>7.1f}{r['best_static_batch_size']:>10}{r['batchsizer']['throughput']:>11.1f}"
-            f"{r['static']['throughput']:>13.1f}{r['throughput_ratio']:>7.3f}"
-            f"{100 * r['batchsizer']['over_cap_fraction']:>11.1f}{100 * r['static']['over_cap_fraction']:>13.1f}"
-        )
+        st = r["static"]
+        for name in controllers:
+            c = r[name]
+            print(
+                f"{r['cap_w']:>7.1f}{name:>12}{c['throughput']:>9.1f}{c['median_batch_size'] or 0:>10g}"
+                f"{100 * c['over_cap_fraction']:>8.1f}{r['throughput_ratio'][name]:>10.3f}"
+                f"{r['best_static_batch_size']:>10}{st['throughput']:>12.1f}{100 * st['over_cap_fraction']:>14.1f}"
+            )
+    if args.dry_run:
+        print(f"settings changed on the (fake) GPU: {report['settings_changed'] or 'none'}")
     print(f"wall {report['wall_s']:.0f} s -> {args.json}")
     return 0
 

@@ -178,3 +178,38 @@ def test_unreadable_image_with_stop_exits_2_naming_it_without_traceback(tmp_path
     assert "a_text.jpg" in proc.stderr and "--on-bad-image skip" in proc.stderr
     assert not (tmp_path / "s.json").exists()  # no summary of a job that did not finish
     assert (tmp_path / "o.jsonl").read_text().count("\n") == 1  # only the job line: no item was done
+
+
+UNWRITABLE = [
+    ("{blocker}/s.json", "is a file, not a folder"),
+    ("{folder}", "is a folder"),
+    ("/proc/batchsizer-test/s.json", "cannot write"),
+]
+
+
+@pytest.mark.parametrize("flag", ["--json", "--records", "--save-outputs"])
+@pytest.mark.parametrize(("where", "words"), UNWRITABLE, ids=["under-a-file", "a-folder", "read-only-fs"])
+def test_unwritable_output_is_refused_before_the_job_runs(flag, where, words, tmp_path: Path) -> None:
+    """A result that could not be written must be reported before the job, not after it ran for hours."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    (tmp_path / "folder").mkdir()
+    target = where.format(blocker=blocker, folder=tmp_path / "folder")
+    rec = tmp_path / "r.jsonl"
+    other = ["--records", str(rec)] if flag != "--records" else []
+    result = CliRunner().invoke(cli, ["run", "-q", "--items", "50", *other, flag, target])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {flag.lstrip('-')}: ") and words in result.stderr, result.stderr
+    assert result.stdout == ""  # no summary: the job never ran
+    assert not rec.exists()
+
+
+def test_output_folders_that_do_not_exist_yet_are_not_made_by_the_check(tmp_path: Path) -> None:
+    from batchsizer.paths import check_output_file, check_output_folder
+
+    check_output_file(tmp_path / "a" / "b" / "s.json", "json")
+    check_output_folder(tmp_path / "c" / "d", "out")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(Exception, match="out: .*is a file; give a folder"):
+        check_output_folder(tmp_path / "f", "out")

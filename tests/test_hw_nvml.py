@@ -250,3 +250,24 @@ def test_read_only_actuators_refuse_changes(install):
             act.set_power_limit(300)
         act.set_clock(None)  # letting the GPU choose is always allowed
         assert g.calls == []
+
+
+def test_closing_the_meter_returns_at_once_and_no_reading_follows(install):
+    """A short job must not wait a poll period at its end, and NVML must not be read once closed."""
+    g = FakeGpu()
+    reads: list[float] = []
+    g.power_fn = lambda t: reads.append(t) or 150.0
+    install(g)
+    nvml, gpu = open_gpu()
+    meter = NvmlMeter(gpu, update_period_s=0.2)  # polls every 100 ms
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    meter.close()
+    assert time.perf_counter() - t0 < 0.05
+    n = len(reads)
+    deadline = time.monotonic() + 2
+    while meter._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not meter._thread.is_alive()
+    assert len(reads) == n
+    nvml.close()

@@ -34,3 +34,13 @@ class TelemetryError(DeviceError):
 
 class CapNotMetError(BatchSizerError):
     """Even the lowest setting draws more than the cap (raised only in strict mode)."""
+
+
+class OutOfMemoryError(DeviceError):
+    """A batch did not fit in the device's memory. The loop answers by running smaller batches."""
+
+    def __init__(self, batch_size: int, device: str, detail: str = "") -> None:
+        self.batch_size = batch_size
+        self.device = device
+        more = f" ({detail})" if detail else ""
+        super().__init__(f"a batch of {batch_size} items does not fit in {device}'s memory{more}")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from batchsizer.batching import Batch, DynamicBatchStream
 from batchsizer.caps import CapSource
 from batchsizer.devices import BatchOutcome, Device
-from batchsizer.errors import ConfigError, TelemetryError
+from batchsizer.errors import ConfigError, DeviceError, OutOfMemoryError, TelemetryError
 from batchsizer.guard import CapWatch, TelemetryGuard
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.summary import PowerAccounting, Summary
@@ -153,12 +153,17 @@ class ControlLoop:
         self.cap_watch = CapWatch()
         self._update_period_s: float | None = None
         self._check_every: float | None = None
+        #: the largest batch known to fit in the device's memory, once one did not (None: no limit seen)
+        self.size_limit: int | None = None
+        self._out_of_memory = 0
 
     def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
         for obs in self.observers:
             getattr(obs, hook)(*args, **kwargs)
 
     def _apply(self, setting: Setting, stream: DynamicBatchStream[Any]) -> None:
+        if self.size_limit is not None and setting.batch_size > self.size_limit:
+            setting = replace(setting, batch_size=self.size_limit)  # observed as what really ran
         if setting != self.setting:
             self.device.apply(setting)
             stream.batch_size = setting.batch_size
@@ -188,8 +193,7 @@ class ControlLoop:
         self._emit("on_start", self._start_info(job_start))
         period = _Period(start=job_start, checked_to=job_start)
         try:
-            for batch in stream:
-                outcome = device.run_batch(batch)
+            for batch, outcome in self._outcomes(stream):
                 summary.items += len(batch)
                 summary.batches += 1
                 period.items += len(batch)
@@ -217,6 +221,42 @@ class ControlLoop:
         self._fill_faults(summary)
         self._emit("on_end", summary)
         return summary
+
+    def _outcomes(self, stream: DynamicBatchStream[Any]) -> Iterator[tuple[Batch[Any], BatchOutcome]]:
+        """Each batch of the stream run on the device, in order.
+
+        A batch that does not fit in the device's memory is run again in halves (and those in
+        halves, down to one item), so no item is lost or repeated; from then on no batch is larger
+        than the largest that fitted: the controller's requests are capped there, and batches the
+        stream formed ahead at the old size are split before they run."""
+        for batch in stream:
+            pending = [batch]
+            while pending:
+                piece = pending.pop(0)
+                if self.size_limit is not None and len(piece) > self.size_limit:
+                    pending[:0] = _split(piece, self.size_limit, stream.prepare)
+                    continue
+                try:
+                    outcome = self.device.run_batch(piece)
+                except OutOfMemoryError as exc:
+                    if len(piece) == 1:
+                        raise DeviceError(f"{exc}: not even one item fits; the model is too large for it") from None
+                    message = str(exc)
+                else:
+                    yield piece, outcome
+                    continue
+                self.size_limit = len(piece) // 2
+                self._out_of_memory += 1
+                self._emit(
+                    "on_event",
+                    "out-of-memory",
+                    f"{message}; running it in halves, and batches of at most {self.size_limit} from now on",
+                    batch_size=len(piece),
+                    limit=self.size_limit,
+                )
+                if self.setting is not None:
+                    self._apply(self.setting, stream)
+                pending.insert(0, piece)
 
     def _start_info(self, job_start: float) -> dict[str, Any]:
         return {
@@ -308,7 +348,22 @@ class ControlLoop:
         for key, n in self.guard.counts.items():
             summary.counts[key] = summary.counts.get(key, 0) + n
         summary.notes.extend(self.guard.note_lines())
+        if self.size_limit is not None:
+            summary.counts["out_of_memory"] = self._out_of_memory
+            summary.notes.append(
+                f"batches of more than {self.size_limit} items did not fit in the device's memory: after the first "
+                f"that failed, each ran in halves and no batch was larger (--sizes up to {self.size_limit} skips the tries)"
+            )
         summary.cap_not_met = self.cap_watch.result()
         cap_note = self.cap_watch.note()
         if cap_note is not None:
             summary.notes.append(cap_note)
+
+
+def _split(batch: Batch[Any], size: int, prepare: Any) -> list[Batch[Any]]:
+    """``batch`` as consecutive batches of at most ``size`` items, each prepared anew."""
+    pieces = []
+    for k in range(0, len(batch), size):
+        items = batch.items[k : k + size]
+        pieces.append(Batch(batch.first_index + k, items, prepare(items) if prepare is not None else None))
+    return pieces

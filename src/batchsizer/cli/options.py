@@ -10,6 +10,7 @@ import click
 
 from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
 from batchsizer.errors import ConfigError
+from batchsizer.paths import check_output_file
 from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, DEFAULT_CONTROLLER
 from batchsizer.policies.base import check_sizes
 from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
@@ -25,9 +26,20 @@ def _stack(f: F, decorators: list[Callable[[F], F]]) -> F:
 
 
 def path_option(flag: str, dest: str, what: str) -> Callable[[F], F]:
-    """An optional output file (``--json``, ``--csv``, ``--records``...), off unless given."""
+    """An optional output file (``--json``, ``--csv``, ``--records``...), off unless given.
+
+    Checked for writability when the command line is read, before any work is done."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+        return None if value is None else check_output_file(value, flag.lstrip("-"))
+
     return click.option(
-        flag, dest, type=click.Path(path_type=Path), default=None, help=f"{what.rstrip('.')} [default: none]."
+        flag,
+        dest,
+        type=click.Path(path_type=Path),
+        default=None,
+        callback=check,
+        help=f"{what.rstrip('.')} [default: none].",
     )
 
 

@@ -80,6 +80,8 @@ class SampledMeter(PowerMeter):
 
     def _poll_once(self) -> None:
         with self._lock:
+            if self._stop.is_set():  # closed: the sensor may already be shut down
+                return
             t0 = self.clock.now()
             watts, joules = self._read()
             t = (t0 + self.clock.now()) / 2
@@ -137,6 +139,9 @@ class SampledMeter(PowerMeter):
         return b - a
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
+        """Stop polling, at once: no reading starts after this returns.
+
+        The thread is not waited for (it sleeps up to one poll period, which a short job would
+        otherwise pay at its end); it sees the flag when it wakes and exits without reading."""
+        with self._lock:  # a reading in progress finishes first
+            self._stop.set()

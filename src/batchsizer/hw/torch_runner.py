@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchsizer.errors import ConfigError, UnsupportedError
+from batchsizer.errors import ConfigError, OutOfMemoryError, UnsupportedError
 from batchsizer.hw.memory import retain_freed_memory
 
 #: the paper's DNN names (Table 1) that torchvision has, to torchvision's names
@@ -175,18 +175,27 @@ class TorchRunner:
         """(start, end, predicted class per item) with ``time.monotonic`` times, true on a GPU."""
         torch = self.torch
         start = time.monotonic()
-        with torch.inference_mode():
-            out = self.model(self.to_input(batch))
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
-                out = out.logits
-            predicted = out.argmax(dim=1)
-            if self.is_cuda:
-                torch.cuda.synchronize(self.device)
-            end = time.monotonic()
-            labels = predicted.cpu().tolist()
-        return start, end, labels
+        try:
+            with torch.inference_mode():
+                out = self.model(self.to_input(batch))
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+                    out = out.logits
+                predicted = out.argmax(dim=1)
+                if self.is_cuda:
+                    torch.cuda.synchronize(self.device)
+                end = time.monotonic()
+                labels = predicted.cpu().tolist()
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one; the CPU allocator raises a plain one
+            if not is_out_of_memory(torch, exc):
+                raise
+        else:
+            return start, end, labels
+        # out of the except block, so the failed batch's frames and tensors are already released
+        if self.is_cuda:
+            torch.cuda.empty_cache()  # give back what the failed batch reserved before smaller ones run
+        raise OutOfMemoryError(len(batch), str(self.device))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -195,6 +204,15 @@ class TorchRunner:
             "dtype": str(self.dtype).removeprefix("torch."),
             "channels_last": self.memory_format is self.torch.channels_last,
         }
+
+
+def is_out_of_memory(torch: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` says a tensor could not be allocated (CUDA, or the CPU allocator)."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc)
+    return "out of memory" in text.lower() or "can't allocate memory" in text
 
 
 _MEAN = (0.485, 0.456, 0.406)

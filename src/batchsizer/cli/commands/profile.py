@@ -19,7 +19,7 @@ import click
 
 from batchsizer.batching import DynamicBatchStream
 from batchsizer.cli.options import make_workload_options, parse_int_list, path_option, workload_options
-from batchsizer.errors import ConfigError, PermissionDeniedError, UnsupportedError
+from batchsizer.errors import ConfigError, OutOfMemoryError, PermissionDeniedError, UnsupportedError
 from batchsizer.records import write_json_atomic
 from batchsizer.telemetry import measure
 from batchsizer.workloads import Workload, open_workload
@@ -118,6 +118,7 @@ def run_profile(
     """The profile as a dict: rows per (clock, size), the saturation size per clock, and skipped clocks."""
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    too_large: list[dict[str, Any]] = []
     device = workload.device
     offset = 0
     try:
@@ -131,7 +132,14 @@ def run_profile(
                         echo(f"clock {clock} MHz skipped: {exc}")
                     continue
             for size in sizes:
-                row = {"clock_mhz": clock, **profile_point(workload, size, batches, warmup, offset)}
+                try:
+                    point = profile_point(workload, size, batches, warmup, offset)
+                except OutOfMemoryError as exc:  # and so would every larger size: the profile ends here
+                    too_large.append({"clock_mhz": clock, "batch_size": size, "reason": str(exc)})
+                    if echo:
+                        echo(f"batch {size}: {exc}; larger sizes not tried")
+                    break
+                row = {"clock_mhz": clock, **point}
                 offset += size * (batches + warmup)
                 rows.append(row)
                 if echo:
@@ -140,7 +148,7 @@ def run_profile(
         if any(c is not None for c in clocks):
             with contextlib.suppress(PermissionDeniedError, UnsupportedError):
                 device.set_clock(None)
-    return {"rows": rows, "saturation": saturation(rows), "skipped_clocks": skipped}
+    return {"rows": rows, "saturation": saturation(rows), "skipped_clocks": skipped, "out_of_memory": too_large}
 
 
 def saturation(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -1,0 +1,55 @@
+"""Output paths checked before a job starts, so a long run never ends in 'cannot write' and loses its results.
+
+The check is done by trying: a temporary file is created (and removed at once) in the nearest folder
+that exists, so a read-only file system, a missing permission or a file standing where a folder
+should be are all caught, for root too (for whom permission bits say little). Nothing is left
+behind: folders that do not exist yet are made only when the result is written.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from batchsizer.errors import ConfigError
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _probe_folder(folder: Path, field: str, target: Path) -> None:
+    if not folder.is_dir():
+        raise ConfigError(field, f"cannot write {target}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(field, f"cannot write {target}: {exc.strerror or exc} ({folder})") from None
+
+
+def check_output_file(path: Path, field: str) -> Path:
+    """``path`` if a file can be written there (made, or replaced); else a ConfigError saying why."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(field, f"{path} is a folder; give a file path")
+    if path.exists():
+        try:
+            with open(path, "r+b"):
+                pass
+        except OSError as exc:
+            raise ConfigError(field, f"cannot write {path}: {exc.strerror or exc}") from None
+    _probe_folder(_nearest_existing(path.parent), field, path)
+    return path
+
+
+def check_output_folder(path: Path, field: str) -> Path:
+    """``path`` if files can be written in it (it may not exist yet); else a ConfigError saying why."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(field, f"{path} is a file; give a folder")
+    _probe_folder(_nearest_existing(path), field, path)
+    return path
