@@ -43,4 +43,5 @@ class OutOfMemoryError(DeviceError):
         self.batch_size = batch_size
         self.device = device
         more = f" ({detail})" if detail else ""
-        super().__init__(f"a batch of {batch_size} items does not fit in {device}'s memory{more}")
+        items = "item" if batch_size == 1 else "items"
+        super().__init__(f"a batch of {batch_size} {items} does not fit in {device}'s memory{more}")

@@ -166,10 +166,14 @@ class TorchRunner:
         """A CPU tensor (uint8 NCHW or float) -> the model's device, dtype and layout (normalised if uint8)."""
         torch = self.torch
         x = batch if isinstance(batch, torch.Tensor) else torch.as_tensor(batch)
-        x = x.to(self.device, non_blocking=True)
+        # each conversion only where needed: a no-op .to() still costs a dispatch per batch
+        if x.device != self.device:
+            x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
             x = normalize(x.to(self.dtype))
-        return x.to(dtype=self.dtype, memory_format=self.memory_format)
+        if x.dtype != self.dtype or not x.is_contiguous(memory_format=self.memory_format):
+            x = x.to(dtype=self.dtype, memory_format=self.memory_format)
+        return x
 
     def run(self, batch: Any) -> tuple[float, float, list[int]]:
         """(start, end, predicted class per item) with ``time.monotonic`` times, true on a GPU."""
@@ -186,7 +190,7 @@ class TorchRunner:
                 if self.is_cuda:
                     torch.cuda.synchronize(self.device)
                 end = time.monotonic()
-                labels = predicted.cpu().tolist()
+                labels = (predicted.cpu() if self.is_cuda else predicted).tolist()
         except RuntimeError as exc:  # torch.OutOfMemoryError is one; the CPU allocator raises a plain one
             if not is_out_of_memory(torch, exc):
                 raise
@@ -219,11 +223,20 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
+_SCALES: dict[tuple[Any, Any], tuple[Any, Any]] = {}
+
+
 def normalize(x: Any) -> Any:
     """uint8-range NCHW floats -> ImageNet-normalised, on the tensor's own device."""
-    torch = torch_module()
-    mean = torch.tensor(_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255
+    key = (x.device, x.dtype)
+    scales = _SCALES.get(key)
+    if scales is None:  # made once per device and dtype, not per batch
+        torch = torch_module()
+        with torch.inference_mode(False):  # ordinary tensors, usable in and out of inference mode
+            mean = torch.tensor(_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255
+            std = torch.tensor(_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255
+        scales = _SCALES[key] = (mean, std)
+    mean, std = scales
     return (x - mean) / std
 
 
