@@ -9,7 +9,6 @@ window's start.
 
 from __future__ import annotations
 
-import bisect
 import math
 import threading
 from collections import deque
@@ -147,13 +146,21 @@ class SampleBuffer:
             return PowerSample(self._times[-1], self._watts[-1])
 
     def between(self, start: float, end: float) -> list[PowerSample]:
+        """The samples in [start, end], and the last one before ``start`` (to interpolate from).
+
+        Scans back from the newest sample, so the cost is that of the samples after ``start``,
+        not of the whole ring: windows are recent, and the ring holds half an hour or more."""
+        found: list[tuple[float, float]] = []
+        if end < start:
+            return []
         with self._lock:
-            times = list(self._times)
-            watts = list(self._watts)
-        lo = bisect.bisect_right(times, start) - 1
-        lo = max(lo, 0)
-        hi = bisect.bisect_right(times, end)
-        return [PowerSample(times[i], watts[i]) for i in range(lo, hi)]
+            for t, w in zip(reversed(self._times), reversed(self._watts)):
+                if t > end:
+                    continue
+                found.append((t, w))
+                if t <= start:
+                    break
+        return [PowerSample(t, w) for t, w in reversed(found)]
 
 
 class ScriptedMeter(PowerMeter):
