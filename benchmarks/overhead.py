@@ -109,19 +109,34 @@ def main() -> None:
     # time inside the model section of each batch (input conversion to argmax: what TorchRunner times)
     model_s: dict[str, list[float]] = {"plain": [], "plain+sampler": [], "ours": []}
 
+    plain_between: list[float] = []  # from the end of one model section to the start of the next
+
     def plain(name: str = "plain") -> int:
         n = 0
+        last_end = None
         with torch.inference_mode():
             for i in range(0, args.items, bs):
                 t0 = time.monotonic()
                 predicted = model(normalize(data[i : i + bs].to(torch.float32))).argmax(dim=1)
-                model_s[name].append(time.monotonic() - t0)
+                t1 = time.monotonic()
+                model_s[name].append(t1 - t0)
+                if name == "plain" and last_end is not None:
+                    plain_between.append(t0 - last_end)
+                last_end = t1
                 n += len(predicted.tolist())
         return n
+
+    batch_marks: list[tuple[float, float]] = []  # (start, end) of each of the current job's model sections
 
     class ModelTime(LoopObserver):
         def on_batch(self, index: int, batch: Any, outcome: Any, setting: Any) -> None:
             model_s["ours"].append(outcome.end - outcome.start)
+            batch_marks.append((outcome.start, outcome.end))
+
+    # per whole job of ours (monotonic clock, like the batch marks): where its time outside the model goes
+    job_costs: dict[str, list[float]] = {
+        k: [] for k in ("open_meter", "to_first_batch", "between_batches", "after_last_batch", "close_meter")
+    }
 
     install_fake_nvml(FakeNvml([FakeGpu(update_period_s=0.02)]))
     nvml = Nvml()
@@ -129,7 +144,10 @@ def main() -> None:
 
     def ours(prepare: Callable[[Any], Any] | None = None) -> int:
         """One job through our loop; its power sampler thread lives only as long as the job, so it counts."""
+        batch_marks.clear()
+        t0 = time.monotonic()
         device.meter = NvmlMeter(nvml.gpu(0), update_period_s=0.02)
+        t1 = time.monotonic()
         try:
             controller = make_controller("batchsizer", device.knobs, sizes=(bs,))
             stream = DynamicBatchStream(
@@ -139,9 +157,18 @@ def main() -> None:
                 prepare=prepare or (lambda items: data[items[0] : items[-1] + 1]),
             )
             loop = ControlLoop(device, controller, ConstantCap(1000.0), Window(batches=10), [ModelTime()])
-            return loop.run(stream).items
+            items = loop.run(stream).items
         finally:
+            t2 = time.monotonic()
             device.meter.close()
+            t3 = time.monotonic()
+        if prepare is None and batch_marks:
+            job_costs["open_meter"].append(t1 - t0)
+            job_costs["to_first_batch"].append(batch_marks[0][0] - t1)
+            job_costs["between_batches"] += [b[0] - a[1] for a, b in zip(batch_marks, batch_marks[1:])]
+            job_costs["after_last_batch"].append(t2 - batch_marks[-1][1])
+            job_costs["close_meter"].append(t3 - t2)
+        return items
 
     def interleaved() -> tuple[list[float], list[float]]:
         """Steady state, batch by batch: a plain batch on the same images just before each of ours.
@@ -180,7 +207,7 @@ def main() -> None:
     for _ in range(2):  # warm up both (allocator, oneDNN primitives, threads)
         for fn in loops.values():
             fn()
-    for times in model_s.values():
+    for times in (*model_s.values(), *job_costs.values(), plain_between):
         times.clear()
     runs: dict[str, dict[str, list[float]]] = {k: {"wall_s": [], "cpu_s": [], "minor_faults": []} for k in loops}
     for r in range(args.rounds):
@@ -264,6 +291,8 @@ def main() -> None:
         "interleaved_pairs": len(pair_ratios),
         "interleaved_ratio_median": pair_median,
         "interleaved_ratio_ci95": [pair_lo, pair_hi],
+        "ours_job_costs_median_us": {k: statistics.median(v) * 1e6 for k, v in job_costs.items()},
+        "plain_between_batches_median_us": statistics.median(plain_between) * 1e6,
         "items_per_s_best": {k: args.items / min(v) for k, v in wall.items()},
         "load_average": {"start": load_start, "end": _loadavg()},
         "target_ratio": TARGET,
@@ -298,6 +327,12 @@ def main() -> None:
         f"(95% CI {shares['sampler']['ci95'][0]:.4f}-{shares['sampler']['ci95'][1]:.4f}; model section "
         f"{sampler_model_ratio:.4f}), ours/(plain+sampler) {shares['loop_without_sampler']['median']:.4f} "
         f"(95% CI {shares['loop_without_sampler']['ci95'][0]:.4f}-{shares['loop_without_sampler']['ci95'][1]:.4f})"
+    )
+    costs = {k: statistics.median(v) * 1e6 for k, v in job_costs.items()}
+    print(
+        "ours, median us: opening the meter {open_meter:.0f}, to the first batch {to_first_batch:.0f}, "
+        "between batches {between_batches:.0f} (plain: {plain_between:.0f}), after the last batch {after_last_batch:.0f}, "
+        "closing the meter {close_meter:.0f}".format(**costs, plain_between=statistics.median(plain_between) * 1e6)
     )
     print(
         f"steady state, batch-interleaved ({len(pair_ratios)} pairs): ours/plain per batch median {pair_median:.4f} "

@@ -10,6 +10,7 @@ import click
 
 from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
 from batchsizer.errors import ConfigError
+from batchsizer.hw.model_source import is_model_reference
 from batchsizer.paths import check_output_file
 from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, DEFAULT_CONTROLLER
 from batchsizer.policies.base import check_sizes
@@ -65,7 +66,15 @@ def workload_options(f: F) -> F:
             "--model",
             default="res101",
             help="DNN: the paper's IncV1, IncV2, IncV3, MobV1, MobV2, NASNET, PNASNET, Res50, Res101, Res152 on "
-            "sim; torchvision names (resnet50, googlenet, ...) on real devices.",
+            "sim; on real devices a torchvision name (resnet50, googlenet, ...), a TorchScript file, or your "
+            "own code as FILE.py:NAME or package.module:NAME (an nn.Module, or what makes one).",
+        ),
+        click.option(
+            "--input-size",
+            type=int,
+            default=None,
+            help="Side of the square input images, real devices [default: the model's own: 299 for "
+            "inception_v3, else 224].",
         ),
         click.option("--dataset", default="caltech", help="Input set on sim: imagenet or caltech."),
         click.option(
@@ -125,6 +134,20 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
     for name, given in (("channels-last", kw.get("channels_last")), ("checkpoint", checkpoint)):
         if given and kind not in REAL_KINDS:
             raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
+    side = kw.get("input_size")
+    if side is not None:
+        if kind not in REAL_KINDS:
+            raise ConfigError("input-size", f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
+        if not 8 <= side <= 4096:
+            raise ConfigError("input-size", f"must be between 8 and 4096 pixels, got {side}")
+    if kind == "sim" and is_model_reference(kw["model"]):
+        from batchsizer.sim.models import MODELS
+
+        raise ConfigError(
+            "model",
+            f"{kw['model']!r} is a model file or code, which runs on real devices (cpu, cuda[:N]); "
+            f"{kw['device']!r} simulates the paper's DNNs: {', '.join(m.abbr for m in MODELS.values())}",
+        )
     if checkpoint is not None and not Path(checkpoint).is_file():
         what = "a folder" if Path(checkpoint).is_dir() else "missing"
         raise ConfigError("checkpoint", f"{checkpoint} is {what}; give a PyTorch state dict file (.pt, .pth)")
@@ -139,7 +162,7 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         channels_last=bool(kw.get("channels_last", False)),
         checkpoint=checkpoint,
         workers=workers,
-        extra={"on_bad_image": kw.get("on_bad_image", "skip")},
+        extra={"on_bad_image": kw.get("on_bad_image", "skip"), "input_size": side},
     )
 
 

@@ -9,6 +9,7 @@ channels-last. On a GPU the batch's end is taken after ``torch.cuda.synchronize`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,9 @@ class TorchRunner:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if not isinstance(model, torch.nn.Module):
             raise ConfigError("model", f"expected a torch.nn.Module, got {type(model).__name__}")
-        self.model = model.eval().to(self.device, dtype=self.dtype, memory_format=self.memory_format)
+        with contextlib.suppress(NotImplementedError):  # an exported program runs in the mode it was exported in
+            model.eval()
+        self.model = model.to(self.device, dtype=self.dtype, memory_format=self.memory_format)
 
     def to_input(self, batch: Any) -> Any:
         """A CPU tensor (uint8 NCHW or float) -> the model's device, dtype and layout (normalised if uint8)."""

@@ -8,15 +8,8 @@ from typing import Any
 
 from batchsizer.errors import DeviceError
 from batchsizer.hw.device import NoMeter, TorchDevice
-from batchsizer.hw.torch_runner import (
-    TorchRunner,
-    build_model,
-    check_device_available,
-    input_size,
-    parse_device,
-    resolve_name,
-    torch_module,
-)
+from batchsizer.hw.model_source import DEFAULT_INPUT_SIDE, load_model
+from batchsizer.hw.torch_runner import TorchRunner, check_device_available, parse_device, torch_module
 from batchsizer.telemetry import PowerMeter
 from batchsizer.workloads import Workload, WorkloadOptions
 
@@ -62,13 +55,20 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
         from batchsizer.hw.images import list_image_folder
 
         listed = list_image_folder(opts.images)
+    side_asked = opts.extra.get("input_size")
     if model is None:
-        model_name = resolve_name(opts.model)
-        model = build_model(model_name, opts.checkpoint)
-        side = input_size(model_name)
+        loaded = load_model(
+            opts.model,
+            opts.checkpoint,
+            side_asked,
+            device=device_name,
+            half=opts.half,
+            channels_last=opts.channels_last,
+        )
+        model, model_name, side = loaded.module, loaded.name, loaded.side
     else:
         model_name = type(model).__name__
-        side = int(opts.extra.get("input_size", 224))
+        side = int(side_asked or DEFAULT_INPUT_SIDE)
     runner = TorchRunner(model, device_name, half=opts.half, channels_last=opts.channels_last)
     closers: list[Callable[[], None]] = []
     info: dict[str, Any] = {
