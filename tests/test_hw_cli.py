@@ -129,6 +129,10 @@ def test_checkpoint_is_loaded_and_channels_last_used(cpu_without_rapl, tmp_path:
     job = json.loads(rec.read_text().splitlines()[0])
     assert job["device"]["channels_last"] is True and job["device"]["dtype"] == "float32"
     assert any("no power meter" in n and "uncapped" in n for n in summary["notes"])
+    # unknown, not zero: no energy or over-cap figures are made up for a run without a meter
+    assert summary["power_measured"] is False
+    assert summary["energy_j"] is None and summary["over_cap_fraction"] is None and summary["violations"] is None
+    assert "not measured" in result.output and "J/item" not in result.output
 
 
 @pytest.mark.parametrize(

@@ -206,13 +206,18 @@ def summary_lines(summary: Summary) -> list[tuple[str, str]]:
         ("time", f"{summary.duration_s:.2f} s"),
         ("throughput", f"{summary.throughput:.1f} items/s"),
         ("average batch size", f"{summary.avg_batch_size:.1f}"),
-        ("energy", f"{summary.energy_j:.0f} J ({summary.energy_per_item_j:.3f} J/item)"),
-        ("time over the cap", f"{100 * summary.over_cap_fraction:.2f} %"),
-        (
-            "violations",
-            f"{summary.violations} (longest {summary.longest_violation_s:.2f} s, worst +{summary.worst_overshoot_w:.0f} W)",
-        ),
     ]
+    if summary.power_measured:
+        rows += [
+            ("energy", f"{summary.energy_j:.0f} J ({summary.energy_per_item_j:.3f} J/item)"),
+            ("time over the cap", f"{100 * summary.over_cap_fraction:.2f} %"),
+            (
+                "violations",
+                f"{summary.violations} (longest {summary.longest_violation_s:.2f} s, worst +{summary.worst_overshoot_w:.0f} W)",
+            ),
+        ]
+    else:
+        rows.append(("power", "not measured: no energy, time over the cap or violations to report"))
     if summary.true_power:
         t = summary.true_power
         rows.append(("true power over cap", f"{t['over_cap_s']:.2f} s in {t['violations']} violations"))

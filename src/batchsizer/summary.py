@@ -63,6 +63,9 @@ class Summary:
     #: set when even the lowest setting drew more than the cap: periods, cap_w, peak_w, excess_w, batch_size
     cap_not_met: dict[str, Any] | None = None
     true_power: dict[str, float] | None = None
+    #: False when no period had a power reading (a device without a meter, run uncapped): then the
+    #: energy and over-cap figures are not zeros but unknown, and are shown and written so
+    power_measured: bool = True
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -90,7 +93,22 @@ class Summary:
             energy_per_item_j=self.energy_per_item_j,
             over_cap_fraction=self.over_cap_fraction,
         )
+        if not self.power_measured:  # unknown, not zero
+            for key in UNMEASURED_KEYS:
+                d[key] = None
         return d
+
+
+#: the summary's figures that need power readings
+UNMEASURED_KEYS = (
+    "energy_j",
+    "energy_per_item_j",
+    "over_cap_s",
+    "over_cap_fraction",
+    "violations",
+    "longest_violation_s",
+    "worst_overshoot_w",
+)
 
 
 class PowerAccounting:
@@ -103,12 +121,14 @@ class PowerAccounting:
         self.true = ViolationTracker()
         self.energy_j = 0.0
         self.true_energy_j = 0.0
+        self.measured_periods = 0
 
     def add(self, window: PowerWindow, samples: list[PowerSample], start: float, end: float, cap_w: float) -> None:
         """One period's sensor readings, judged against the cap in force during it."""
         self.sensor.feed(samples, start, end, cap_w)
         if window.valid:
             self.energy_j += window.energy_j
+            self.measured_periods += 1
         if self.reference is not None:
             true_window, true_samples = measure(self.reference, start, end)
             self.true.feed(true_samples, start, end, cap_w)
@@ -116,6 +136,7 @@ class PowerAccounting:
                 self.true_energy_j += true_window.energy_j
 
     def fill(self, summary: Summary) -> None:
+        summary.power_measured = self.measured_periods > 0
         summary.energy_j = self.energy_j
         summary.over_cap_s = self.sensor.over_s
         summary.violations = self.sensor.count
