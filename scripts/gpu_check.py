@@ -71,14 +71,9 @@ def open_workload(args: argparse.Namespace, model: str, meter: Any) -> Any:
     from batchsizer.hw.workload import open_real_workload
     from batchsizer.workloads import WorkloadOptions
 
-    w = open_real_workload(
-        WorkloadOptions(device=args.device, model=model, items=10**9, half=args.half),
-        meter=meter,
-    )
-    actuators = getattr(w.device, "actuators", None)
-    if actuators is not None:
-        actuators.allow_changes = False  # read-only: this script must never change the card's settings
-    return w
+    # read-only: this script must never change the card's settings (controllers move the batch size only)
+    opts = WorkloadOptions(device=args.device, model=model, items=10**9, half=args.half, extra={"read_only": True})
+    return open_real_workload(opts, meter=meter)
 
 
 def seen_update_period(samples: list[Any]) -> float | None:

@@ -35,6 +35,8 @@ BAD = [
     (["--cap-schedule", "5:200"], "cap schedule", "time 0"),
     (["--cap-schedule", "0:200,10"], "cap schedule", "SECONDS:WATTS"),
     (["--cap", "100", "--cap-file", "x"], "cap", "only one"),
+    (["--read-only"], "read-only", "applies to real devices"),
+    (["--input-size", "64"], "input-size", "applies to real devices"),
 ]
 
 

@@ -127,3 +127,73 @@ def test_torchvision_models_by_name_and_checkpoint(tmp_path) -> None:
     googlenet = build_model("googlenet")  # random weights, no aux heads, no scipy init
     assert len(TorchRunner(googlenet).run(torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8))[2]) == 1
     assert time.monotonic() - t < 30
+
+
+@pytest.mark.parametrize("controller", ["batchsizer", "adaptive"])
+@pytest.mark.parametrize("why", ["read-only", "no-permission"])
+def test_a_gpu_that_may_not_be_changed_is_left_alone_by_every_controller(
+    controller: str, why: str, monkeypatch
+) -> None:
+    """Opened read-only (--read-only, the GPU check), or by a process without root or CAP_SYS_ADMIN:
+    no clock is offered to the controllers, so ``adaptive`` moves the batch size alone, and not one
+    call that would change the card is made (a fake NVML GPU records every such call; the model runs
+    on the CPU). ``dvfs``, which needs clocks, is refused, saying why."""
+    from batchsizer.hw import gpu as gpu_module
+    from batchsizer.hw.gpu import CudaDevice
+
+    busy = {"until": 0.0}
+    gpu = FakeGpu(power_fn=lambda t: 250.0 if t < busy["until"] else 80.0, update_period_s=0.005)
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([gpu]).module)
+    if why == "no-permission":
+        monkeypatch.setattr(gpu_module, "settings_permission", lambda: "not root (test)")
+    model = tiny_cnn()
+
+    class Busy(torch.nn.Module):  # "draws power" while it runs, like a GPU
+        def forward(self, x):
+            busy["until"] = time.monotonic() + 0.002 * x.shape[0]
+            return model(x)
+
+    nvml = Nvml()
+    meter = NvmlMeter(nvml.gpu(0), update_period_s=0.005)
+    allow = False if why == "read-only" else None
+    device = CudaDevice("cuda:0", TorchRunner(Busy()), nvml, nvml.gpu(0), meter=meter, allow_changes=allow)
+    assert not device.knobs.has_clocks and device.describe()["settings"] == "read-only"
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    stream = DynamicBatchStream(range(400), prepare=lambda items: x[: len(items)])
+    with device:
+        ctl = make_controller(controller, device.knobs, sizes=(1, 2, 4, 8, 16, 32))
+        summary = ControlLoop(device, ctl, ConstantCap(200), Window(batches=4)).run(stream)
+        assert summary.items == 400
+        words = "read-only" if why == "read-only" else "not root"
+        with pytest.raises(ConfigError, match=f"dvfs needs a device whose clock can be set.*{words}"):
+            make_controller("dvfs", device.knobs, batch_size=4)
+    assert gpu.calls == []
+
+
+def test_clocks_are_offered_where_the_process_may_change_them(monkeypatch) -> None:
+    from batchsizer.hw import gpu as gpu_module
+    from batchsizer.hw.gpu import CudaDevice
+
+    gpu = FakeGpu()
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([gpu]).module)
+    monkeypatch.setattr(gpu_module, "settings_permission", lambda: None)
+    nvml = Nvml()
+    device = CudaDevice("cuda:0", TorchRunner(tiny_cnn()), nvml, nvml.gpu(0), meter=NoMeter("cuda:0", "test"))
+    with device:
+        assert device.knobs.has_clocks and device.describe()["settings"] == "changeable"
+        device.set_clock(device.knobs.clock_levels_mhz[0])
+    assert gpu.calls == ["set_locked", "reset_locked"]  # changed, and put back on close
+
+
+def test_permission_to_change_settings_is_read_without_touching_the_gpu(tmp_path, monkeypatch) -> None:
+    from batchsizer.hw import actuators
+
+    status = tmp_path / "status"
+    monkeypatch.setattr(actuators.os, "geteuid", lambda: 1000)
+    status.write_text("Name:\tpython\nCapEff:\t0000000000000000\n")
+    assert "root or CAP_SYS_ADMIN" in actuators.settings_permission(status)
+    status.write_text(f"CapEff:\t{1 << actuators.CAP_SYS_ADMIN:016x}\n")
+    assert actuators.settings_permission(status) is None
+    assert "root" in actuators.settings_permission(tmp_path / "missing")
+    monkeypatch.setattr(actuators.os, "geteuid", lambda: 0)
+    assert actuators.settings_permission(tmp_path / "missing") is None

@@ -55,7 +55,8 @@ def parse_int_list(text: str, field: str) -> tuple[int, ...]:
 
 
 def workload_options(f: F) -> F:
-    """--device, --model, --dataset, --items, --images, --seed, --workers, --on-bad-image, --half, --channels-last, --checkpoint."""
+    """--device, --model, --input-size, --dataset, --items, --images, --seed, --workers, --on-bad-image, --half,
+    --channels-last, --read-only, --checkpoint."""
     decorators = [
         click.option(
             "--device",
@@ -109,6 +110,13 @@ def workload_options(f: F) -> F:
             help="Run the model in the channels-last memory layout (real devices) [default: off, contiguous NCHW].",
         ),
         click.option(
+            "--read-only",
+            is_flag=True,
+            help="Never change the GPU's clocks or power limit: controllers move the batch size only "
+            "[default: off; clocks are offered to controllers where this process may change them (root or "
+            "CAP_SYS_ADMIN)].",
+        ),
+        click.option(
             "--checkpoint",
             type=click.Path(path_type=Path),
             default=None,
@@ -131,7 +139,11 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         raise ConfigError("workers", f"must be 0 or more, got {workers}")
     if kw.get("half") and kind != "cuda":
         raise ConfigError("half", f"half precision needs a cuda device, not {kw['device']!r}; leave --half out")
-    for name, given in (("channels-last", kw.get("channels_last")), ("checkpoint", checkpoint)):
+    for name, given in (
+        ("channels-last", kw.get("channels_last")),
+        ("checkpoint", checkpoint),
+        ("read-only", kw.get("read_only")),
+    ):
         if given and kind not in REAL_KINDS:
             raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
     side = kw.get("input_size")
@@ -162,7 +174,7 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         channels_last=bool(kw.get("channels_last", False)),
         checkpoint=checkpoint,
         workers=workers,
-        extra={"on_bad_image": kw.get("on_bad_image", "skip"), "input_size": side},
+        extra={"on_bad_image": kw.get("on_bad_image", "skip"), "input_size": side, "read_only": kw.get("read_only")},
     )
 
 

@@ -9,11 +9,32 @@ was changed is put back by :meth:`GpuActuators.restore` (the device calls it on 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from batchsizer.errors import ConfigError, DeviceError, UnsupportedError
 from batchsizer.hw.nvml import Gpu
 
 log = logging.getLogger(__name__)
+
+#: the Linux capability that NVML's clock and power-limit calls need when not root
+CAP_SYS_ADMIN = 21
+
+
+def settings_permission(status: Path = Path("/proc/self/status")) -> str | None:
+    """None when this process may change GPU clocks and power limits; else why not.
+
+    Found without touching the GPU: root, or CAP_SYS_ADMIN in the effective capability set.
+    (NVML can still refuse, for example inside a container; that is reported when it happens.)"""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return None
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:") and int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1:
+                return None
+    except (OSError, ValueError, IndexError):
+        pass
+    return "changing GPU clocks or power limits needs root or CAP_SYS_ADMIN, which this process does not have"
 
 
 class GpuActuators:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from batchsizer.errors import DeviceError, UnsupportedError
-from batchsizer.hw.actuators import GpuActuators
+from batchsizer.hw.actuators import GpuActuators, settings_permission
 from batchsizer.hw.device import TorchDevice
 from batchsizer.hw.nvml import Gpu, Nvml, PowerLimits
 from batchsizer.hw.nvml_meter import NvmlMeter
@@ -98,7 +98,12 @@ def open_nvml_gpu(torch_index: int) -> tuple[Nvml, Gpu]:
 
 
 class CudaDevice(TorchDevice):
-    """A GPU for the control loop. ``allow_changes=False`` makes the knobs refuse (the GPU check uses it)."""
+    """A GPU for the control loop.
+
+    Its clocks are offered to controllers (``adaptive`` moves them with the batch size, ``dvfs`` only
+    them) when the process may change them: ``allow_changes=None`` (the default) decides that from
+    root or CAP_SYS_ADMIN, ``False`` opens the GPU read-only (``--read-only``, the GPU check). Without
+    it the controllers move the batch size alone, and nothing on the card is changed."""
 
     def __init__(
         self,
@@ -108,17 +113,21 @@ class CudaDevice(TorchDevice):
         gpu: Gpu,
         *,
         meter: NvmlMeter | None = None,
-        allow_changes: bool = True,
+        allow_changes: bool | None = None,
         **kw: Any,
     ) -> None:
         self.gpu = gpu
         self.info = gpu_info(gpu)
-        self.actuators = GpuActuators(gpu, allow_changes=allow_changes)
+        withheld = "opened read-only" if allow_changes is False else settings_permission()
+        self.actuators = GpuActuators(gpu, allow_changes=withheld is None)
         meter = meter or NvmlMeter(gpu)
         super().__init__(name, runner, meter, **kw)
         self.closers.insert(0, nvml.close)
         levels = spread_levels(self.info.sm_clocks_mhz)
-        self.knobs = DeviceKnobs(levels, levels[-1] if levels else None)
+        if withheld is None or not levels:
+            self.knobs = DeviceKnobs(levels, levels[-1] if levels else None)
+        else:
+            self.knobs = DeviceKnobs(clocks_withheld=f"{name}'s clocks are not offered: {withheld}")
 
     def set_clock(self, mhz: int | None) -> None:
         self.actuators.set_clock(mhz)
@@ -129,6 +138,7 @@ class CudaDevice(TorchDevice):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["gpu"] = self.info.to_dict()
+        d["settings"] = "changeable" if self.actuators.allow_changes else "read-only"
         return d
 
     def close(self) -> None:

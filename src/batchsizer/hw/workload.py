@@ -97,7 +97,7 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
         # would cost the model more than cutting a batch from memory does (benchmarks/overhead.py)
         prefetch = 0 if device_name == "cpu" else 1
     try:
-        device = _open_device(device_name, runner, meter, closers)
+        device = _open_device(device_name, runner, meter, closers, read_only=bool(opts.extra.get("read_only")))
     except BaseException:
         for close in closers:
             close()
@@ -107,7 +107,7 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
 
 
 def _open_device(
-    name: str, runner: TorchRunner, meter: PowerMeter | None, closers: list[Callable[[], None]]
+    name: str, runner: TorchRunner, meter: PowerMeter | None, closers: list[Callable[[], None]], *, read_only: bool
 ) -> TorchDevice:
     if name == "cpu":
         return TorchDevice("cpu", runner, meter or cpu_meter(), closers=closers)
@@ -115,7 +115,8 @@ def _open_device(
 
     nvml, gpu = open_nvml_gpu(int(name.split(":")[1]))
     try:
-        return CudaDevice(name, runner, nvml, gpu, meter=meter, closers=closers)  # type: ignore[arg-type]
+        allow = False if read_only else None  # None: if this process is permitted to
+        return CudaDevice(name, runner, nvml, gpu, meter=meter, closers=closers, allow_changes=allow)  # type: ignore[arg-type]
     except BaseException:
         nvml.close()
         raise

@@ -40,7 +40,8 @@ def _batchsizer(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
 
 def _dvfs(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
     if not knobs.has_clocks:
-        raise ConfigError("controller", "dvfs needs a device whose clock can be set; this one has none")
+        why = f" ({knobs.clocks_withheld})" if knobs.clocks_withheld else ""
+        raise ConfigError("controller", f"dvfs needs a device whose clock can be set; this one has none{why}")
     return DvfsSearch(knobs.clock_levels_mhz, batch_size=_given(o, "batch_size", 16), alpha=o.get("alpha", 0.8))
 
 

@@ -62,6 +62,8 @@ class DeviceKnobs:
 
     clock_levels_mhz: tuple[int, ...] = ()
     default_clock_mhz: int | None = None
+    #: why a device with clocks offers none to controllers (read-only, no permission); None otherwise
+    clocks_withheld: str | None = None
 
     @property
     def has_clocks(self) -> bool:
