@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -13,7 +14,7 @@ from batchsizer.hw.actuators import GpuActuators
 from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
 from batchsizer.hw.gpu import gpu_info, spread_levels
 from batchsizer.hw.nvml import Nvml
-from batchsizer.hw.nvml_meter import NvmlMeter
+from batchsizer.hw.nvml_meter import NvmlMeter, measure_update_period
 
 
 @pytest.fixture
@@ -271,3 +272,28 @@ def test_closing_the_meter_returns_at_once_and_no_reading_follows(install):
     assert not meter._thread.is_alive()
     assert len(reads) == n
     nvml.close()
+
+
+@pytest.mark.parametrize("instant_field", [True, False])
+def test_a_sensor_polled_too_often_is_polled_less_often(install, instant_field: bool):
+    """Zeus notes NVML may answer 0 W or 'not supported' when polled faster than about 50 ms. The
+    probe skips such answers, the sampler rides them out and halves its pace until reads work."""
+    g = FakeGpu(
+        power_fn=lambda t: 150.0 + 50.0 * math.sin(t * 40), update_period_s=0.01, instant_field=instant_field
+    )
+    g.min_read_interval_s = 0.035
+    install(g)
+    nvml, gpu = open_gpu()
+    assert 0.02 < measure_update_period(gpu.instant_power_w if instant_field else gpu.power_usage_w) < 0.1
+    meter = NvmlMeter(gpu, update_period_s=0.01)  # polls every 5 ms: too often for this sensor
+    try:
+        assert meter.poll_s == 0.005
+        time.sleep(1.0)
+        assert meter.failure is None
+        assert meter.errors >= 6 and meter.poll_s >= 0.02  # slowed down twice, until reads worked
+        now = meter.clock.now()
+        recent = meter.samples(now - 0.5, now)
+        assert len(recent) >= 5 and all(s.watts > 0 for s in recent)
+    finally:
+        meter.close()
+        nvml.close()

@@ -60,6 +60,9 @@ class FakeGpu:
     read_errors: list[int] = field(default_factory=list)
     #: errors to raise from every power read while set (a GPU gone bad)
     always_fail: int | None = None
+    #: like NVML polled too often: a power read sooner than this after the last one that worked
+    #: answers "not supported" (the instant field) or 0 W (power usage)
+    min_read_interval_s: float = 0.0
     # state the fake keeps, as NVML would
     power_limit_w: float = 0.0
     locked: tuple[int, int] | None = None
@@ -67,6 +70,7 @@ class FakeGpu:
     calls: list[str] = field(default_factory=list)
     _energy_j: float = 0.0
     _energy_t: float | None = None
+    _last_read_t: float = -math.inf
 
     def __post_init__(self) -> None:
         if not self.power_limit_w:
@@ -74,10 +78,14 @@ class FakeGpu:
         if self.app_clocks is None:
             self.app_clocks = (max(self.memory_clocks), max(self.graphics_clocks))
 
+    def too_soon(self) -> bool:
+        """Whether a power read now comes too soon after the last one (see ``min_read_interval_s``)."""
+        return time.monotonic() - self._last_read_t < self.min_read_interval_s
+
     def reading(self) -> float:
         """The sensor's value now: the true power at the start of the current update period."""
         self._fail_maybe()
-        t = time.monotonic()
+        t = self._last_read_t = time.monotonic()
         tick = math.floor(t / self.update_period_s) * self.update_period_s
         return float(self.power_fn(tick))
 
@@ -166,7 +174,7 @@ class FakeNvml:
             g = fake._gpu(h)
             out = []
             for fid in ids:
-                if fid == FI_DEV_POWER_INSTANT and g.instant_field:
+                if fid == FI_DEV_POWER_INSTANT and g.instant_field and not g.too_soon():
                     mw = int(round(g.reading() * 1000))
                     out.append(SimpleNamespace(fieldId=fid, nvmlReturn=SUCCESS, value=SimpleNamespace(uiVal=mw)))
                 else:
@@ -232,7 +240,8 @@ class FakeNvml:
             return g.app_clocks[0] if kind == CLOCK_MEM else g.app_clocks[1]
 
         def power_usage(h: Any) -> int:
-            return int(round(fake._gpu(h).reading() * 1000))
+            g = fake._gpu(h)
+            return 0 if g.too_soon() else int(round(g.reading() * 1000))
 
         m.__dict__.update(
             nvmlInit=init,

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 
 from batchsizer.clock import Clock
-from batchsizer.errors import UnsupportedError
+from batchsizer.errors import DeviceError, UnsupportedError
 from batchsizer.hw.nvml import Gpu
-from batchsizer.hw.sampler import Reading, SampledMeter
+from batchsizer.hw.sampler import Reading, SampledMeter, TransientReadError
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,23 @@ def is_ga100(name: str) -> bool:
 def measure_update_period(
     read: Callable[[], float], seconds: float = 0.6, changes: int = 8, poll_s: float = 0.001
 ) -> float | None:
-    """Median time between changes of the reading, polled every ``poll_s``; None if it never changed twice."""
+    """Median time between changes of the reading, polled every ``poll_s``; None if it never changed twice.
+
+    Polled this fast, NVML may answer 0 W or "not supported" now and then: such reads are skipped."""
     t_end = time.monotonic() + seconds
-    last = read()
+    last: float | None = None
     times: list[float] = []
     while time.monotonic() < t_end and len(times) <= changes:
         time.sleep(poll_s)
-        value = read()
-        if value != last:
+        try:
+            value = read()
+        except DeviceError:
+            continue
+        if not value or value <= 0:
+            continue
+        if last is None:
+            last = value
+        elif value != last:
             times.append(time.monotonic())
             last = value
     if len(times) < 3:
@@ -116,8 +125,15 @@ class NvmlMeter(SampledMeter):
             self.start()
 
     def _read_both(self) -> Reading:
-        watts = self._power_fn()
-        joules = self.gpu.total_energy_j() if self.has_energy_counter else None
+        try:
+            watts = self._power_fn()
+            joules = self.gpu.total_energy_j() if self.has_energy_counter else None
+        except UnsupportedError as exc:
+            # both worked when the meter opened: NVML says this when polled too often (the sampler
+            # then rides it out and polls less often), not because the GPU lost the feature
+            raise TransientReadError(f"{exc} (it was supported when the meter opened)") from None
+        if watts <= 0:  # a working GPU never draws 0 W: NVML's other answer to being polled too often
+            raise TransientReadError(f"GPU {self.gpu.index} read 0 W")
         return watts, joules
 
     def describe(self) -> dict[str, object]:

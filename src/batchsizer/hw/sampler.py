@@ -48,6 +48,10 @@ class SampledMeter(PowerMeter):
 
     #: windows shorter than this get their energy from the samples, not the (coarse) counter
     min_counter_window_s: float = 0.5
+    #: after this many transient errors in a row the poll period doubles (NVML fails when polled too
+    #: often), up to ``max_poll_s``
+    backoff_after: int = 3
+    max_poll_s: float = 0.1
 
     def __init__(
         self,
@@ -74,7 +78,12 @@ class SampledMeter(PowerMeter):
     def start(self) -> SampledMeter:
         if not self._started:
             self._started = True
-            self._poll_once()
+            try:
+                self._poll_once()
+            except TelemetryError as exc:
+                if not getattr(exc, "transient", False):
+                    raise
+                self.errors += 1  # the thread polls again in a moment
             self._thread.start()
         return self
 
@@ -92,6 +101,7 @@ class SampledMeter(PowerMeter):
 
     def _run(self) -> None:
         failing_since: float | None = None
+        in_a_row = 0
         # time.sleep, not Event.wait(timeout): each wake-up of a timed Event.wait costs about half as much
         # CPU again (it builds a lock per wait), and this thread wakes 20-200 times a second beside the model;
         # close() then waits at most one poll period
@@ -102,9 +112,11 @@ class SampledMeter(PowerMeter):
             try:
                 self._poll_once()
                 failing_since = None
+                in_a_row = 0
             except DeviceError as exc:
                 now = self.clock.now()
                 self.errors += 1
+                in_a_row += 1
                 transient = isinstance(exc, TelemetryError) and getattr(exc, "transient", False)
                 if failing_since is None:
                     failing_since = now
@@ -112,7 +124,14 @@ class SampledMeter(PowerMeter):
                     self.failure = exc
                     log.error("power readings stopped after %d error(s): %s", self.errors, exc)
                     return
-                log.debug("transient power read error (riding it out): %s", exc)
+                if in_a_row >= self.backoff_after and self.poll_s < self.max_poll_s:
+                    self.poll_s = min(2 * self.poll_s, self.max_poll_s)
+                    in_a_row = 0  # the allowance (max_error_s since the first failure) is not renewed
+                    log.warning(
+                        "power reads keep failing (%s); polling every %.0f ms from now on", exc, self.poll_s * 1e3
+                    )
+                else:
+                    log.debug("transient power read error (riding it out): %s", exc)
 
     def _check(self) -> None:
         if self.failure is not None:
