@@ -278,9 +278,7 @@ def test_closing_the_meter_returns_at_once_and_no_reading_follows(install):
 def test_a_sensor_polled_too_often_is_polled_less_often(install, instant_field: bool):
     """Zeus notes NVML may answer 0 W or 'not supported' when polled faster than about 50 ms. The
     probe skips such answers, the sampler rides them out and halves its pace until reads work."""
-    g = FakeGpu(
-        power_fn=lambda t: 150.0 + 50.0 * math.sin(t * 40), update_period_s=0.01, instant_field=instant_field
-    )
+    g = FakeGpu(power_fn=lambda t: 150.0 + 50.0 * math.sin(t * 40), update_period_s=0.01, instant_field=instant_field)
     g.min_read_interval_s = 0.035
     install(g)
     nvml, gpu = open_gpu()
