@@ -76,6 +76,18 @@ def test_profile_bad_input_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "error: batches: must be at least 1" in result.output
     result = CliRunner().invoke(cli, ["profile", "--device", "scripted", "--clocks", "all"])
     assert result.exit_code == 2 and "no settable clocks" in result.output
+    result = CliRunner().invoke(cli, ["profile", "--device", "scripted", "--clocks", "1000,1200"])
+    assert result.exit_code == 2 and "no settable clocks" in result.output
+
+
+def test_profile_says_why_a_gpus_clocks_are_not_offered() -> None:
+    from batchsizer.cli.commands.profile import parse_clocks
+    from batchsizer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"no settable clocks \(cuda:0's clocks are not offered: opened read-only\)"):
+        parse_clocks("all", (), "cuda:0's clocks are not offered: opened read-only")
+    assert parse_clocks(None, ()) == [None]
+    assert parse_clocks("all", (900, 1200)) == [900, 1200]
 
 
 def test_make_images(tmp_path: Path) -> None:

@@ -176,12 +176,12 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-def parse_clocks(text: str | None, levels: Sequence[int]) -> list[int | None]:
+def parse_clocks(text: str | None, levels: Sequence[int], withheld: str | None = None) -> list[int | None]:
     if text is None or text.strip() == "":
         return [None]
+    if not levels:
+        raise ConfigError("clocks", f"this device has no settable clocks{f' ({withheld})' if withheld else ''}")
     if text.strip().lower() == "all":
-        if not levels:
-            raise ConfigError("clocks", "this device has no settable clocks")
         return list(levels)
     values = parse_int_list(text, "clocks")
     bad = [c for c in values if levels and c not in levels]
@@ -220,7 +220,8 @@ def command(**kw: Any) -> None:
         raise ConfigError("warmup", f"must be 0 or more, got {kw['warmup']}")
     workload = open_workload(make_workload_options(**kw))
     with workload.device:
-        clocks = parse_clocks(kw["clocks"], workload.device.knobs.clock_levels_mhz)
+        knobs = workload.device.knobs
+        clocks = parse_clocks(kw["clocks"], knobs.clock_levels_mhz, knobs.clocks_withheld)
         result = run_profile(
             workload, sizes, batches=kw["batches"], warmup=kw["warmup"], clocks=clocks, echo=click.echo
         )
