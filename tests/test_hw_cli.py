@@ -30,6 +30,14 @@ def test_devices_lists_fake_gpus(monkeypatch, tmp_path: Path) -> None:
     data = json.loads((tmp_path / "d.json").read_text())
     assert [g["name"] for g in data["gpus"]] == ["NVIDIA H100 80GB HBM3", "NVIDIA A10"]
     assert fake.initialised == 0  # NVML shut down again
+    from batchsizer.hw import actuators
+
+    monkeypatch.setattr(actuators, "settings_permission", lambda: "not root (test)")
+    result = run("devices", "--json", str(tmp_path / "d.json"))
+    assert "clocks and power limits: read-only here (not root (test))" in result.output
+    assert json.loads((tmp_path / "d.json").read_text())["gpu_settings_changeable"] is False
+    monkeypatch.setattr(actuators, "settings_permission", lambda: None)
+    assert "clocks and power limits: this process may change them" in run("devices").output
 
 
 def test_devices_without_driver_says_so(monkeypatch) -> None:

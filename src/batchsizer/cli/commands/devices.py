@@ -49,8 +49,11 @@ def list_rapl(root: Path | None = None) -> dict[str, Any]:
 @path_option("--json", "json_path", "Also write the facts as JSON.")
 def command(json_path: Path | None) -> None:
     """List the devices a job can run on: NVIDIA GPUs (via NVML), the CPU (RAPL), and the simulated GPUs."""
+    from batchsizer.hw.actuators import settings_permission
+
     gpus, driver, gpu_problem = list_gpus()
     rapl = list_rapl()
+    permission = settings_permission()
     click.echo("NVIDIA GPUs:")
     if gpu_problem is not None:
         click.echo(f"  none: {gpu_problem}")
@@ -72,6 +75,11 @@ def command(json_path: Path | None) -> None:
         )
         if not g["power_source"].startswith("instant"):
             click.echo("          note: without the instant field, Ampere (except A100) and newer report a 1 s average")
+    if gpus:
+        click.echo(
+            "  clocks and power limits: "
+            + ("this process may change them" if permission is None else f"read-only here ({permission})")
+        )
     click.echo("CPU:")
     names = ", ".join(d["name"] for d in rapl["domains"]) or "none"
     click.echo(
@@ -83,5 +91,13 @@ def command(json_path: Path | None) -> None:
     click.echo(f"Simulated GPUs (no hardware needed): {SIM_DEVICES}")
     if json_path is not None:
         write_json_atomic(
-            json_path, {"driver": driver, "gpus": gpus, "gpu_problem": gpu_problem, "cpu": {"rapl": rapl}}
+            json_path,
+            {
+                "driver": driver,
+                "gpus": gpus,
+                "gpu_problem": gpu_problem,
+                "gpu_settings_changeable": permission is None,
+                "gpu_settings_problem": permission,
+                "cpu": {"rapl": rapl},
+            },
         )
