@@ -20,7 +20,7 @@ from batchsizer.guard import CapWatch, TelemetryGuard
 from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.policies import make_controller
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
-from batchsizer.telemetry import summarize
+from batchsizer.telemetry import PowerMeter, PowerSample, summarize
 
 GUARD_KIND = {
     "error": "telemetry_error",
@@ -206,3 +206,45 @@ def test_cap_watch_ignores_a_single_period() -> None:
     assert watch.observe(obs, Decision(Setting(2), "up")) is None  # moved: no
     assert watch.observe(obs, Decision(Setting(1), "at-bottom")) is None
     assert watch.observe(obs, Decision(Setting(1), "at-bottom")) is not None
+
+
+class _SlowSensor(PowerMeter):
+    """Polled every 50 ms; publishes a new value once a second (like a 1 s-averaging NVML sensor),
+    or never again after ``freeze_at``."""
+
+    update_period_s = 1.0
+
+    def __init__(self, freeze_at: float = math.inf) -> None:
+        self.freeze_at = freeze_at
+
+    def samples(self, start: float, end: float) -> list[PowerSample]:
+        t0 = math.floor(start / 0.05) * 0.05
+        out = []
+        for k in range(int((end - t0) / 0.05) + 1):
+            t = t0 + k * 0.05
+            published = math.floor(min(t, self.freeze_at))
+            out.append(PowerSample(t, 150.0 + 7.0 * (published % 5)))
+        return out
+
+
+@pytest.mark.parametrize("freeze_at", [math.inf, 4.0])
+def test_a_slow_sensor_repeating_itself_is_not_called_frozen(freeze_at: float) -> None:
+    """Periods of 0.3 s with the setting changing each time: a sensor that updates once a second
+    repeats its value across periods, which is not a fault; one that truly stops is caught after a
+    few of its update periods."""
+
+    class Device:
+        meter = _SlowSensor(freeze_at)
+
+    guard = TelemetryGuard.for_device(Device())
+    assert guard.min_frozen_s == pytest.approx(3.0)
+    stale_at = None
+    for i in range(40):
+        start, end = 0.3 * i, 0.3 * (i + 1)
+        reading = guard.read(Device.meter, start, end, Setting(8 if i % 2 else 16))
+        if any(f.kind == "stale_reading" for f in reading.faults) and stale_at is None:
+            stale_at = end
+    if math.isinf(freeze_at):
+        assert stale_at is None
+    else:
+        assert stale_at is not None and freeze_at + 3.0 <= stale_at <= freeze_at + 4.5

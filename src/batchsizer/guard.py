@@ -100,11 +100,15 @@ class TelemetryGuard:
         stale_min_samples: int = 3,
         stale_after_s: float = 300.0,
         fallback_after: int = 3,
+        min_frozen_s: float = 0.0,
     ) -> None:
         self.max_plausible_w = max_plausible_w if max_plausible_w is not None else DEFAULT_MAX_PLAUSIBLE_W
         self.dead_after_periods = dead_after_periods
         self.stale_min_samples = stale_min_samples
         self.stale_after_s = stale_after_s
+        #: a reading unchanged across a change of setting is called frozen only once it has lasted
+        #: this long: several sensor updates (a slow sensor legitimately repeats within one update)
+        self.min_frozen_s = min_frozen_s
         self.fallback_after = fallback_after
         self.counts: dict[str, int] = {}
         self.events: list[tuple[str, str, dict[str, Any]]] = []
@@ -123,6 +127,9 @@ class TelemetryGuard:
     @classmethod
     def for_device(cls, device: Any, **options: Any) -> TelemetryGuard:
         limit = board_limit_w(device)
+        update_s = getattr(getattr(device, "meter", None), "update_period_s", None)
+        if isinstance(update_s, (int, float)) and math.isfinite(update_s) and update_s > 0:
+            options.setdefault("min_frozen_s", 3.0 * update_s)
         return cls(2.0 * limit if limit is not None else None, **options)
 
     # -- reading -------------------------------------------------------------------------------
@@ -217,7 +224,8 @@ class TelemetryGuard:
             if self._frozen_since is None or self._frozen_value != value:
                 self._frozen_value, self._frozen_since = value, start
             changed = setting is not None and self._last_setting is not None and setting != self._last_setting
-            if self._stale or changed or end - self._frozen_since >= self.stale_after_s:
+            lasted = end - self._frozen_since
+            if self._stale or (changed and lasted >= self.min_frozen_s) or lasted >= self.stale_after_s:
                 self._stale = True
                 fault = Fault(
                     "stale_reading",
