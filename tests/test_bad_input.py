@@ -36,6 +36,8 @@ BAD = [
     (["--cap-schedule", "0:200,10"], "cap schedule", "SECONDS:WATTS"),
     (["--cap", "100", "--cap-file", "x"], "cap", "only one"),
     (["--read-only"], "read-only", "applies to real devices"),
+    (["--cap-from-gpu"], "cap-from-gpu", "give --device cuda"),
+    (["--cap-from-gpu", "--cap", "150"], "cap", "only one of"),
     (["--input-size", "64"], "input-size", "applies to real devices"),
 ]
 

@@ -194,18 +194,35 @@ def cap_options(f: F) -> F:
             help="File holding the cap in watts, re-read while the job runs; bad content keeps the last cap "
             "[default: none, the constant --cap].",
         ),
+        click.option(
+            "--cap-from-gpu",
+            is_flag=True,
+            help="The cap is the power limit set on the GPU (by nvidia-smi -pl, NVML or a data-centre power "
+            "manager), followed as it changes; cuda devices [default: off].",
+        ),
     ]
     return _stack(f, decorators)
 
 
-def make_cap_source(cap: float | None, cap_schedule: str | None, cap_file: Path | None, default: float) -> CapSource:
+def make_cap_source(
+    cap: float | None, cap_schedule: str | None, cap_file: Path | None, default: float, *, from_gpu: bool = False
+) -> CapSource:
+    """The cap source the options ask for; with ``from_gpu`` a placeholder until the device is open
+    (:func:`batchsizer.hw.gpu_cap.GpuLimitCap` then takes its place)."""
     given = [
         name
-        for name, v in (("--cap", cap), ("--cap-schedule", cap_schedule), ("--cap-file", cap_file))
+        for name, v in (
+            ("--cap", cap),
+            ("--cap-schedule", cap_schedule),
+            ("--cap-file", cap_file),
+            ("--cap-from-gpu", True if from_gpu else None),
+        )
         if v is not None
     ]
     if len(given) > 1:
-        raise ConfigError("cap", f"give only one of --cap, --cap-schedule, --cap-file (got {', '.join(given)})")
+        raise ConfigError(
+            "cap", f"give only one of --cap, --cap-schedule, --cap-file, --cap-from-gpu (got {', '.join(given)})"
+        )
     if cap_schedule is not None:
         return CapSchedule.parse(cap_schedule)
     if cap_file is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from batchsizer.batching import DynamicBatchStream
+from batchsizer.caps import CapSource
 from batchsizer.cli.options import (
     cap_options,
     controller_kwargs,
@@ -74,7 +75,11 @@ def command(**kw: Any) -> None:
     200 W cap, with the default controller (adaptive; --controller batchsizer is the paper's).
     """
     opts = make_workload_options(**kw)
-    caps = make_cap_source(kw["cap"], kw["cap_schedule"], kw["cap_file"], DEFAULT_CAP_W)
+    caps = make_cap_source(kw["cap"], kw["cap_schedule"], kw["cap_file"], DEFAULT_CAP_W, from_gpu=kw["cap_from_gpu"])
+    if kw["cap_from_gpu"] and device_kind(kw["device"]) != "cuda":
+        raise ConfigError(
+            "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {kw['device']!r}"
+        )
     window = Window(batches=kw["window_batches"], seconds=kw["window_seconds"])
     choices = controller_kwargs(**kw)  # checked before a device is opened
     check_alpha(choices["alpha"])
@@ -85,6 +90,8 @@ def command(**kw: Any) -> None:
     elif kw["resume"]:
         raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the job to continue")
     workload = open_workload(opts)
+    if kw["cap_from_gpu"]:
+        caps = _gpu_limit_cap(workload)
     unmetered = None
     if not getattr(workload.device.meter, "available", True):  # a real CPU without readable RAPL
         from batchsizer.hw.device import Uncapped, uncapped_note
@@ -120,6 +127,17 @@ def command(**kw: Any) -> None:
     _finish(kw, summary, {"workload": workload.info, "controller": controller.describe(), "resumed_from": start})
     if stopper.exit_code:
         click.get_current_context().exit(stopper.exit_code)
+
+
+def _gpu_limit_cap(workload: Workload) -> CapSource:
+    """--cap-from-gpu: the power limit in force on the job's GPU (the device is closed if it cannot be read)."""
+    from batchsizer.hw.gpu_cap import GpuLimitCap
+
+    try:
+        return GpuLimitCap(workload.device.gpu)  # type: ignore[attr-defined]
+    except BaseException:
+        workload.device.close()
+        raise
 
 
 def _observers(

@@ -1,0 +1,84 @@
+"""--cap-from-gpu: the cap is the power limit someone set on the GPU, followed as it changes (fake NVML)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from batchsizer.errors import ConfigError
+from batchsizer.hw import fake_nvml
+from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
+from batchsizer.hw.gpu_cap import GpuLimitCap
+from batchsizer.hw.nvml import Nvml
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    fake = FakeGpu(limits_w=(200.0, 700.0, 700.0))
+    fake.power_limit_w = 450.0
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([fake]).module)
+    with Nvml() as nvml:
+        yield fake, nvml.gpu(0)
+
+
+def test_the_limit_in_force_is_the_cap_and_changes_are_followed(gpu) -> None:
+    fake, handle = gpu
+    clock = {"t": 0.0}
+    cap = GpuLimitCap(handle, every_s=0.5, now=lambda: clock["t"])
+    assert cap.cap_at(0.0) == 450.0 and "450 W" in repr(cap)
+    fake.power_limit_w = 300.0  # an external controller lowers the limit (nvidia-smi -pl 300)
+    clock["t"] = 0.2
+    assert cap.cap_at(0.2) == 450.0  # not re-read yet: at most every 0.5 s
+    clock["t"] = 0.6
+    assert cap.cap_at(0.6) == 300.0
+    assert fake.calls == []  # only read, never set
+
+
+def test_a_failed_read_keeps_the_last_cap(gpu, monkeypatch) -> None:
+    fake, handle = gpu
+    clock = {"t": 0.0}
+    cap = GpuLimitCap(handle, every_s=0.1, now=lambda: clock["t"])
+
+    def broken(*args):
+        raise fake_nvml.NVMLError(fake_nvml.ERROR_UNKNOWN)
+
+    monkeypatch.setattr(handle.lib, "nvmlDeviceGetPowerManagementLimit", broken)
+    clock["t"] = 1.0
+    assert cap.cap_at(1.0) == 450.0
+
+
+def test_the_loop_follows_a_limit_changed_during_the_job(gpu) -> None:
+    """Through the control loop: the period after the change is decided under the new limit."""
+    from batchsizer import ControlLoop, DynamicBatchStream, Window, make_controller
+    from batchsizer.devices import ScriptedDevice
+    from batchsizer.loop import LoopObserver
+
+    fake, handle = gpu
+    device = ScriptedDevice(time_fn=lambda b, c: 0.001 * b + 0.002, power_fn=lambda b, c: 100.0 + 2.0 * b)
+    cap = GpuLimitCap(handle, every_s=0.0, now=device.clock.now)
+
+    class Lower(LoopObserver):
+        def __init__(self) -> None:
+            self.events: list[dict] = []
+
+        def on_batch(self, index, batch, outcome, setting) -> None:
+            if index == 30:
+                fake.power_limit_w = 250.0
+
+        def on_event(self, kind, message, **fields) -> None:
+            if kind == "cap":
+                self.events.append(fields)
+
+    seen = Lower()
+    ControlLoop(device, make_controller("batchsizer", device.knobs), cap, Window(batches=5), [seen]).run(
+        DynamicBatchStream(range(3000))
+    )
+    assert seen.events == [{"old": 450.0, "new": 250.0}]
+
+
+def test_the_first_read_must_work(gpu, monkeypatch) -> None:
+    fake, handle = gpu
+    fake.power_limit_w = 0.0
+    with pytest.raises(ConfigError, match="cap from gpu: must be a positive number of watts"):
+        GpuLimitCap(handle)
