@@ -37,6 +37,7 @@ BAD = [
     (["--cap", "100", "--cap-file", "x"], "cap", "only one"),
     (["--read-only"], "read-only", "applies to real devices"),
     (["--cap-from-gpu"], "cap-from-gpu", "give --device cuda"),
+    (["--device", "cpu", "--sim-sensor", "average"], "sim-sensor", "applies to simulated devices"),
     (["--cap-from-gpu", "--cap", "150"], "cap", "only one of"),
     (["--input-size", "64"], "input-size", "applies to real devices"),
 ]

@@ -89,6 +89,14 @@ def workload_options(f: F) -> F:
         ),
         click.option("--seed", default=0, type=int, help="Seed for the simulator's noise and variation."),
         click.option(
+            "--sim-sensor",
+            type=click.Choice(["default", "instant", "average"]),
+            default="default",
+            help="The simulated power sensor: what BatchSizer's NVML meter reads (default: the instant field "
+            "where the GPU has one), or nvmlDeviceGetPowerUsage ('average': a 1 s average on the H100), "
+            "to see what a GPU without the instant field does to a cap.",
+        ),
+        click.option(
             "--workers",
             default=2,
             type=int,
@@ -146,6 +154,9 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
     ):
         if given and kind not in REAL_KINDS:
             raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
+    sensor = kw.get("sim_sensor") or "default"
+    if sensor != "default" and kind != "sim":
+        raise ConfigError("sim-sensor", f"applies to simulated devices (sim:...), not {kw['device']!r}")
     side = kw.get("input_size")
     if side is not None:
         if kind not in REAL_KINDS:
@@ -174,7 +185,12 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         channels_last=bool(kw.get("channels_last", False)),
         checkpoint=checkpoint,
         workers=workers,
-        extra={"on_bad_image": kw.get("on_bad_image", "skip"), "input_size": side, "read_only": kw.get("read_only")},
+        extra={
+            "on_bad_image": kw.get("on_bad_image", "skip"),
+            "input_size": side,
+            "read_only": kw.get("read_only"),
+            "sensor": sensor,
+        },
     )
 
 

@@ -41,5 +41,6 @@ def open_sim_workload(opts: WorkloadOptions) -> Workload:
         "dataset": plant.dataset.name,  # type: ignore[attr-defined]
         "items": opts.items,
         "seed": opts.seed,
+        "sensor": device.sensor_spec.kind,
     }
     return Workload(device, range(opts.items), info=info)
