@@ -82,3 +82,68 @@ def test_the_first_read_must_work(gpu, monkeypatch) -> None:
     fake.power_limit_w = 0.0
     with pytest.raises(ConfigError, match="cap from gpu: must be a positive number of watts"):
         GpuLimitCap(handle)
+
+
+TINY_NET = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(8, 10),
+    )
+"""
+
+
+@pytest.mark.parametrize("permitted", [True, False])
+def test_the_whole_command_on_a_fake_gpu(permitted: bool, tmp_path, monkeypatch) -> None:
+    """`batchsizer run --device cuda:0 --cap-from-gpu` end to end: the model runs on the CPU (no GPU
+    here), NVML is the fake one, everything else is what a GPU job runs. Where clocks may be
+    changed, the user is told before the job that the clock may be locked; they are put back."""
+    torch = pytest.importorskip("torch")
+    import json
+    import time
+
+    from click.testing import CliRunner
+
+    from batchsizer.cli import cli
+    from batchsizer.hw import gpu as gpu_module
+    from batchsizer.hw import workload as workload_module
+    from batchsizer.hw.torch_runner import TorchRunner
+
+    busy = {"until": 0.0}
+    fake = FakeGpu(power_fn=lambda t: 320.0 if t < busy["until"] else 90.0, update_period_s=0.005)
+    fake.power_limit_w = 250.0
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([fake]).module)
+    monkeypatch.setattr(gpu_module, "settings_permission", lambda: None if permitted else "not root (test)")
+    monkeypatch.setattr(workload_module, "check_device_available", lambda device: None)
+
+    class Busy(torch.nn.Module):  # "draws" 320 W while a batch runs, like a GPU under load
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            busy["until"] = time.monotonic() + 0.0005 * x.shape[0]
+            return self.inner(x)
+
+    monkeypatch.setattr(
+        workload_module, "TorchRunner", lambda model, device, **kw: TorchRunner(Busy(model), "cpu", **kw)
+    )
+    (tmp_path / "net.py").write_text(TINY_NET)
+    out = tmp_path / "s.json"
+    args = ["run", "-q", "--device", "cuda:0", "--model", f"{tmp_path / 'net.py'}:build", "--input-size", "32"]
+    args += ["--items", "300", "--cap-from-gpu", "--json", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output + result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["items"] == 300 and summary["power_measured"] is True
+    assert "250 W" in summary["cap"]
+    note = "may lock cuda:0's SM clock"
+    assert (note in result.stderr) is permitted
+    if permitted:
+        # adaptive did lower the clock under this cap, and it was unlocked when the job ended
+        assert "set_locked" in fake.calls and fake.calls[-1] == "reset_locked" and fake.locked is None
+    else:
+        assert fake.calls == []

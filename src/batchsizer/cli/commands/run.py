@@ -36,6 +36,8 @@ from batchsizer.workloads import Workload, device_kind, open_workload
 EXIT_CAP_NOT_MET = 3
 
 DEFAULT_CAP_W = 200.0
+#: controllers that move a GPU's clock where the device offers clocks
+CLOCK_USERS = ("adaptive", "dvfs")
 
 
 @click.command()
@@ -104,6 +106,13 @@ def command(**kw: Any) -> None:
             raise
         caps = Uncapped()
     controller = make_controller(kw["controller"], workload.device.knobs, **choices)
+    if device_kind(kw["device"]) == "cuda" and workload.device.knobs.has_clocks and kw["controller"] in CLOCK_USERS:
+        # a real card's clock will be locked while the job runs: say so before it happens
+        click.echo(
+            f"note: {kw['controller']} may lock {opts.device}'s SM clock while it runs (put back when the job "
+            "ends); --read-only leaves the card's settings alone",
+            err=True,
+        )
     total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
     if total is not None and start >= total:
         workload.device.close()
@@ -124,7 +133,8 @@ def command(**kw: Any) -> None:
             close_view(view)
     if stopper.reason is not None:
         summary.stop_reason = stopper.reason
-    _finish(kw, summary, {"workload": workload.info, "controller": controller.describe(), "resumed_from": start})
+    about = {"workload": workload.info, "controller": controller.describe(), "cap": repr(caps), "resumed_from": start}
+    _finish(kw, summary, about)
     if stopper.exit_code:
         click.get_current_context().exit(stopper.exit_code)
 
