@@ -56,3 +56,49 @@ def test_mistakes_are_refused_before_anything_runs(args: list[str], words: str) 
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.startswith("error: ") and words in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "GPU" not in proc.stdout
+
+
+def test_the_real_path_on_a_fake_gpu_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """The check as it runs on a GPU (device cuda:0: CudaDevice, NvmlMeter, read-only knobs), with
+    NVML faked and the models moved to the CPU: every step runs, and the fake GPU, whose settings
+    this process would be allowed to change, records not one call that changes them."""
+    import importlib.util
+    import sys
+    import time
+
+    import torch
+
+    from batchsizer.hw import gpu as gpu_module
+    from batchsizer.hw import workload as workload_module
+    from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
+    from batchsizer.hw.torch_runner import TorchRunner
+
+    busy = {"until": 0.0}
+    fake = FakeGpu(power_fn=lambda t: 300.0 if t < busy["until"] else 80.0, update_period_s=0.01)
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([fake]).module)
+    monkeypatch.setattr(gpu_module, "settings_permission", lambda: None)  # as root: only --read-only stops it
+    monkeypatch.setattr(workload_module, "check_device_available", lambda device: None)
+
+    class Busy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            busy["until"] = time.monotonic() + 0.001 * x.shape[0]
+            return self.inner(x)
+
+    monkeypatch.setattr(
+        workload_module, "TorchRunner", lambda model, device, **kw: TorchRunner(Busy(model), "cpu", **kw)
+    )
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    out = tmp_path / "gc.json"
+    argv = ["--device", "cuda:0", "--models", "squeezenet1_1,mobilenet_v3_small", "--sizes", "1,2"]
+    argv += ["--batches", "2", "--warmup", "1", "--run-s", "1", "--window-s", "0.3", "--json", str(out)]
+    assert gpu_check.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["dry_run"] is False and report["gpu"]["name"] == fake.name
+    assert set(report["capped"]["runs"][0]) >= {"batchsizer", "adaptive", "static"}
+    assert fake.calls == []
