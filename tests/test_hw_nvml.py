@@ -104,7 +104,16 @@ def test_idle_sensor_falls_back_to_known_period(install):
     try:
         assert meter.measured_period_s is None
         assert meter.update_period_s == 0.02
-        assert any("did not change" in n for n in meter.notes)
+        assert any("did not change" in n and "known for Volta" in n for n in meter.notes)
+    finally:
+        meter.close()
+        nvml.close()
+    install(FakeGpu(power_fn=lambda t: 50.0))  # Hopper: no period known, so the default is said to be one
+    nvml, gpu = open_gpu()
+    meter = NvmlMeter(gpu, probe_s=0.1)
+    try:
+        assert meter.update_period_s == 0.1
+        assert any("assumed where none is known (Hopper)" in n for n in meter.notes)
     finally:
         meter.close()
         nvml.close()

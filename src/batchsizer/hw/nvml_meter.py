@@ -106,9 +106,10 @@ class NvmlMeter(SampledMeter):
             self.measured_period_s = measure_update_period(self._power_fn, seconds=probe_s) if probe_s > 0 else None
             if self.measured_period_s is None:
                 update_period_s = KNOWN_PERIOD_S.get(arch, DEFAULT_PERIOD_S)
+                source = f"known for {arch}" if arch in KNOWN_PERIOD_S else f"assumed where none is known ({arch})"
                 self.notes.append(
                     f"the power reading did not change during the {probe_s:g} s probe (idle GPU?); "
-                    f"assuming the {update_period_s * 1000:g} ms update period known for {arch}"
+                    f"using the {update_period_s * 1000:g} ms update period {source}"
                 )
             else:
                 update_period_s = self.measured_period_s
