@@ -76,6 +76,14 @@ def open_workload(args: argparse.Namespace, model: str, meter: Any) -> Any:
     return open_real_workload(opts, meter=meter)
 
 
+def close_keeping_meter(w: Any) -> None:
+    """Close a workload's device (its NVML handle, the model's memory) but not the meter the check shares."""
+    from batchsizer.hw.device import NoMeter
+
+    w.device.meter = NoMeter(w.device.name, "detached: the check's shared meter stays open")
+    w.device.close()
+
+
 def seen_update_period(samples: list[Any]) -> float | None:
     """Median time between changes of the reading, from the meter's own samples under load."""
     times = [b.t for a, b in zip(samples, samples[1:]) if b.watts != a.watts]
@@ -193,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 seen = seen_update_period(meter.samples(t0, meter.clock.now()))
                 profiles[model]["update_period_seen_s"] = seen
-                del w  # not closed: closing would stop the shared meter; the model's memory is freed here
+                close_keeping_meter(w)
+                del w  # the model's memory is freed here
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
             report["profiles"] = profiles
@@ -233,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 report["capped"] = {"peak_seen_w": peak, "model": models[0], "runs": runs}
                 write_json_atomic(args.json, report)
+            close_keeping_meter(w)
         finally:
             meter.close()
     if args.dry_run:  # the fake records every call that would change the card: there must be none
