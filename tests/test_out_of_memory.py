@@ -128,3 +128,46 @@ def test_the_profile_stops_at_the_first_size_that_does_not_fit() -> None:
     assert [r["batch_size"] for r in result["rows"]] == [2, 4, 8]
     assert [(o["batch_size"], o["clock_mhz"]) for o in result["out_of_memory"]] == [(16, None)]
     assert any("batch 16: a batch of 16 items does not fit" in line and "not tried" in line for line in lines)
+
+
+SMALL_MEMORY_NET = """
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(), torch.nn.Linear(8, 10),
+        )
+
+    def forward(self, x):
+        if x.shape[0] > 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.body(x)
+"""
+
+
+def test_the_command_goes_on_and_every_output_is_written(tmp_path) -> None:
+    """`batchsizer run` with a model that runs out of memory above 5 items: the job ends normally,
+    --save-outputs holds every item once, in order, and the summary says what happened."""
+    import json
+
+    from click.testing import CliRunner
+
+    from batchsizer.cli import cli
+    from batchsizer.outputs import read_outputs
+
+    (tmp_path / "net.py").write_text(SMALL_MEMORY_NET)
+    out, js = tmp_path / "o.jsonl", tmp_path / "s.json"
+    args = ["run", "-q", "--device", "cpu", "--model", f"{tmp_path / 'net.py'}:Net", "--input-size", "32"]
+    args += ["--items", "70", "--controller", "static", "--batch-size", "16", "--workers", "0"]
+    result = CliRunner().invoke(cli, [*args, "--save-outputs", str(out), "--json", str(js)])
+    assert result.exit_code == 0, result.output + result.stderr
+    _, lines = read_outputs(out)
+    assert [line["id"] for line in lines] == list(range(70))
+    summary = json.loads(js.read_text())
+    assert summary["items"] == 70 and summary["counts"]["out_of_memory"] == 2  # 16 -> 8 -> 4
+    assert any("more than 4 items did not fit" in n for n in summary["notes"])
+    assert "did not fit" in result.output
