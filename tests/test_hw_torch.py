@@ -191,9 +191,62 @@ def test_permission_to_change_settings_is_read_without_touching_the_gpu(tmp_path
     status = tmp_path / "status"
     monkeypatch.setattr(actuators.os, "geteuid", lambda: 1000)
     status.write_text("Name:\tpython\nCapEff:\t0000000000000000\n")
-    assert "root or CAP_SYS_ADMIN" in actuators.settings_permission(status)
+    assert "needs CAP_SYS_ADMIN" in actuators.settings_permission(status)
     status.write_text(f"CapEff:\t{1 << actuators.CAP_SYS_ADMIN:016x}\n")
-    assert actuators.settings_permission(status) is None
-    assert "root" in actuators.settings_permission(tmp_path / "missing")
+    assert actuators.settings_permission(status) is None  # the capability, without root
+    assert "root or CAP_SYS_ADMIN" in actuators.settings_permission(tmp_path / "missing")
     monkeypatch.setattr(actuators.os, "geteuid", lambda: 0)
-    assert actuators.settings_permission(tmp_path / "missing") is None
+    assert actuators.settings_permission(tmp_path / "missing") is None  # no /proc: root is taken at its word
+    status.write_text("CapEff:\t00000000a80425fb\n")  # Docker's default set for root: no CAP_SYS_ADMIN
+    assert "although it runs as root (a container?)" in actuators.settings_permission(status)
+    status.write_text("CapEff:\t000001ffffffffff\n")  # root on a host
+    assert actuators.settings_permission(status) is None
+
+
+def test_a_card_that_refuses_a_clock_leaves_adaptive_with_the_batch_size(monkeypatch) -> None:
+    """Clocks offered (the process looks permitted) but NVML refuses the change (a container, a
+    card without clock control): adaptive goes on with the batch size alone, says so once, and the
+    job completes; dvfs, which needs the clock, stops with the device's error."""
+    from batchsizer.errors import PermissionDeniedError
+    from batchsizer.hw import gpu as gpu_module
+    from batchsizer.hw.gpu import CudaDevice
+    from batchsizer.loop import LoopObserver
+
+    busy = {"until": 0.0}
+    gpu = FakeGpu(power_fn=lambda t: 260.0 if t < busy["until"] else 80.0, update_period_s=0.005, can_set=False)
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([gpu]).module)
+    monkeypatch.setattr(gpu_module, "settings_permission", lambda: None)
+    model = tiny_cnn()
+
+    class Busy(torch.nn.Module):
+        def forward(self, x):
+            busy["until"] = time.monotonic() + 0.002 * x.shape[0]
+            return model(x)
+
+    class Events(LoopObserver):
+        def __init__(self) -> None:
+            self.kinds: list[str] = []
+
+        def on_event(self, kind, message, **fields) -> None:
+            self.kinds.append(kind)
+
+    nvml = Nvml()
+    device = CudaDevice(
+        "cuda:0", TorchRunner(Busy()), nvml, nvml.gpu(0), meter=NvmlMeter(nvml.gpu(0), update_period_s=0.005)
+    )
+    assert device.knobs.has_clocks
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    events = Events()
+    with device:
+        ctl = make_controller("adaptive", device.knobs, sizes=(1, 2, 4, 8, 16, 32))
+        stream = DynamicBatchStream(range(300), prepare=lambda items: x[: len(items)])
+        summary = ControlLoop(device, ctl, ConstantCap(200), Window(batches=4), [events]).run(stream)
+        assert summary.items == 300
+        assert events.kinds.count("clocks-refused") == 1
+        assert any("the clock could not be set" in n and "only the batch size moved" in n for n in summary.notes)
+        dvfs = make_controller("dvfs", device.knobs, batch_size=4)
+        with pytest.raises(PermissionDeniedError, match="CAP_SYS_ADMIN"):
+            ControlLoop(device, dvfs, ConstantCap(200), Window(batches=2)).run(
+                DynamicBatchStream(range(40), prepare=lambda items: x[: len(items)])
+            )
+    assert gpu.locked is None and gpu.power_limit_w == 700.0

@@ -15,7 +15,14 @@ from typing import Any
 from batchsizer.batching import Batch, DynamicBatchStream
 from batchsizer.caps import CapSource
 from batchsizer.devices import BatchOutcome, Device
-from batchsizer.errors import ConfigError, DeviceError, OutOfMemoryError, TelemetryError
+from batchsizer.errors import (
+    ConfigError,
+    DeviceError,
+    OutOfMemoryError,
+    PermissionDeniedError,
+    TelemetryError,
+    UnsupportedError,
+)
 from batchsizer.guard import CapWatch, TelemetryGuard
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.summary import PowerAccounting, Summary
@@ -155,6 +162,8 @@ class ControlLoop:
         self._check_every: float | None = None
         #: the largest batch known to fit in the device's memory, once one did not (None: no limit seen)
         self.size_limit: int | None = None
+        #: why the device refused to set a clock, once it did (the controller then runs without clocks)
+        self.clocks_refused: str | None = None
         self._out_of_memory = 0
 
     def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
@@ -164,8 +173,25 @@ class ControlLoop:
     def _apply(self, setting: Setting, stream: DynamicBatchStream[Any]) -> None:
         if self.size_limit is not None and setting.batch_size > self.size_limit:
             setting = replace(setting, batch_size=self.size_limit)  # observed as what really ran
+        if self.clocks_refused is not None and setting.clock_mhz is not None:
+            setting = replace(setting, clock_mhz=None)
         if setting != self.setting:
-            self.device.apply(setting)
+            try:
+                self.device.apply(setting)
+            except (PermissionDeniedError, UnsupportedError) as exc:
+                if setting.clock_mhz is None or not self.controller.can_drop_clocks:
+                    raise
+                # the card will not take a clock (no permission, or no clock control on it):
+                # the controller goes on with the batch size alone
+                self.clocks_refused = str(exc)
+                self.controller.drop_clocks()
+                self._emit(
+                    "on_event",
+                    "clocks-refused",
+                    f"{exc}; {self.controller.name} goes on with the batch size alone",
+                )
+                setting = replace(setting, clock_mhz=None)
+                self.device.apply(setting)
             stream.batch_size = setting.batch_size
             self.setting = setting
 
@@ -348,6 +374,8 @@ class ControlLoop:
         for key, n in self.guard.counts.items():
             summary.counts[key] = summary.counts.get(key, 0) + n
         summary.notes.extend(self.guard.note_lines())
+        if self.clocks_refused is not None:
+            summary.notes.append(f"the clock could not be set ({self.clocks_refused}): only the batch size moved")
         if self.size_limit is not None:
             summary.counts["out_of_memory"] = self._out_of_memory
             summary.notes.append(

@@ -24,16 +24,23 @@ CAP_SYS_ADMIN = 21
 def settings_permission(status: Path = Path("/proc/self/status")) -> str | None:
     """None when this process may change GPU clocks and power limits; else why not.
 
-    Found without touching the GPU: root, or CAP_SYS_ADMIN in the effective capability set.
-    (NVML can still refuse, for example inside a container; that is reported when it happens.)"""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return None
+    Found without touching the GPU, from CAP_SYS_ADMIN in the effective capability set (root on a
+    host has it; root in a container usually does not, and NVML then refuses); where the kernel
+    does not say, from being root. NVML can still refuse (a GPU without clock control): the loop
+    then carries on with the batch size alone."""
     try:
         for line in status.read_text().splitlines():
-            if line.startswith("CapEff:") and int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1:
-                return None
+            if line.startswith("CapEff:"):
+                if int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1:
+                    return None
+                root = hasattr(os, "geteuid") and os.geteuid() == 0
+                return "changing GPU clocks or power limits needs CAP_SYS_ADMIN, which this process " + (
+                    "does not have although it runs as root (a container?)" if root else "does not have (not root)"
+                )
     except (OSError, ValueError, IndexError):
         pass
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return None
     return "changing GPU clocks or power limits needs root or CAP_SYS_ADMIN, which this process does not have"
 
 

@@ -58,6 +58,7 @@ class Adaptive(Controller):
     """Model-based search over batch size (and clock where the device has one) under a power cap."""
 
     name = "adaptive"
+    can_drop_clocks = True
 
     def __init__(
         self,
@@ -119,6 +120,20 @@ class Adaptive(Controller):
         #: the first sensor update (Observation.settled_peak_w): the first may still show the old setting
         self.settled_after_backoff = settled_after_backoff
         self._backing_off = False
+
+    def drop_clocks(self) -> None:
+        """The device refused to set a clock (no permission, or a GPU without clock control): go on
+        with the batch size alone at the card's own clock, learning its power curve afresh."""
+        self.clocks = ()
+        self.clock = None
+        self.explore_clocks = False
+        drop_low = self.model.drop_low
+        borrow = self.model.borrow_shape
+        self.model = PlantModel()
+        self.model.borrow_shape, self.model.drop_low = borrow, drop_low
+        self._clock_fits.clear()
+        self.clock_exp = self.clock_exp_prior
+        self._given_up.clear()
 
     # -- helpers ---------------------------------------------------------------------------------
 

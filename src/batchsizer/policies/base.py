@@ -119,6 +119,14 @@ class Controller(ABC):
     def initial(self) -> Setting:
         """The setting the job starts with."""
 
+    #: whether the controller can go on without clocks when the device refuses to set one
+    #: (it then gets :meth:`drop_clocks`); those that need clocks (dvfs) stop with the device's error
+    can_drop_clocks: bool = False
+
+    def drop_clocks(self) -> None:
+        """Go on with the batch size alone (only called when ``can_drop_clocks``)."""
+        raise NotImplementedError
+
     @abstractmethod
     def decide(self, obs: Observation) -> Decision:
         """The setting for the next period."""
