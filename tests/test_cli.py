@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -255,3 +256,37 @@ def test_live_view_renders_in_place_and_summary_table() -> None:
     assert str(power_bar(250, 200)).count("█") > str(power_bar(100, 200)).count("█")
     # scale 1.25 x 200 = 250 W over 8 levels: int(8 * v / 250) = 1, 3, 4, 8 (clipped to 7)
     assert str(sparkline([50, 100, 150, 260], 200)) == "▂▄▅█"
+
+
+@pytest.mark.parametrize("view_kind", ["live", "lines"])
+def test_views_of_a_real_device_job_that_runs_uncapped(view_kind: str, capsys) -> None:
+    """A real device's clock is the machine's monotonic time and an uncapped job's cap is infinite:
+    the views show seconds since the job's start and "none", and the live panel does not try to
+    draw a bar against an infinite cap."""
+    import io
+
+    from rich.console import Console
+
+    from batchsizer.batching import DynamicBatchStream
+    from batchsizer.caps import ConstantCap
+    from batchsizer.live import LiveView, PlainLines
+    from batchsizer.loop import ControlLoop, Window
+    from batchsizer.policies import make_controller
+    from batchsizer.workloads import WorkloadOptions, open_workload
+
+    w = open_workload(WorkloadOptions(device="scripted", items=300))
+    w.device.clock.advance(12_000.0)  # a monotonic clock, long after boot
+    buf = io.StringIO()
+    view = (
+        LiveView(300, Console(file=buf, force_terminal=True, width=120), fps=1e9)
+        if view_kind == "live"
+        else PlainLines()
+    )
+    caps = ConstantCap(1e9)
+    caps.watts = math.inf  # what an uncapped job runs under
+    ControlLoop(w.device, make_controller("static", batch_size=10), caps, Window(5), [view]).run(
+        DynamicBatchStream(w.source)
+    )
+    out = buf.getvalue() if view_kind == "live" else capsys.readouterr().out
+    assert "12000" not in out and "12,000" not in out
+    assert ("uncapped" in out) if view_kind == "live" else ("cap  none" in out)

@@ -30,13 +30,20 @@ def _w(value: float) -> str:
     return "  n/a" if not math.isfinite(value) else f"{value:5.0f}"
 
 
+def _cap(cap_w: float) -> str:
+    """The cap for display: an uncapped job (no power meter) has an infinite one."""
+    return " none" if not math.isfinite(cap_w) else f"{cap_w:5.0f} W"
+
+
 class PlainLines(LoopObserver):
     """A line per period, for logs and pipes."""
 
     def __init__(self, every: int = 1) -> None:
         self.every = max(1, every)
+        self.start = 0.0
 
     def on_start(self, info: dict[str, Any]) -> None:
+        self.start = float(info.get("start", 0.0))  # times are shown from the job's start
         click.echo(f"job: {info['device'].get('name')} | controller {info['controller']['name']} | cap {info['cap']}")
 
     def on_period(self, record: PeriodRecord) -> None:
@@ -45,7 +52,7 @@ class PlainLines(LoopObserver):
             return
         clock = f" clock {o.setting.clock_mhz} MHz" if o.setting.clock_mhz else ""
         click.echo(
-            f"t={o.end:8.2f}s cap {o.cap_w:5.0f} W peak {_w(o.peak_w)} W mean {_w(o.mean_w)} W "
+            f"t={o.end - self.start:8.2f}s cap {_cap(o.cap_w)} peak {_w(o.peak_w)} W mean {_w(o.mean_w)} W "
             f"batch {o.setting.batch_size:4d}{clock} {o.throughput:8.1f} img/s -> {d.reason} {d.setting.batch_size}"
         )
 
@@ -107,11 +114,13 @@ class LiveView(LoopObserver):
         self.alpha = 0.8
         self._live: Live | None = None
         self._drawn = 0.0
+        self.start = 0.0
 
     # -- LoopObserver hooks
     def on_start(self, info: dict[str, Any]) -> None:
         ctrl = info.get("controller", {})
         self.alpha = float(ctrl.get("alpha", 0.8) or 0.8)
+        self.start = float(info.get("start", 0.0))
         self.title = f"{info['device'].get('name')} · controller {ctrl.get('name')} · cap {info['cap']}"
         self._live = Live(self._render(), console=self.console, auto_refresh=False, transient=False)
         self._live.start()
@@ -157,13 +166,16 @@ class LiveView(LoopObserver):
         grid.add_column()
         if self.last is not None:
             o, d = self.last.observation, self.last.decision
-            power = Text.assemble(
-                power_bar(o.peak_w, o.cap_w, self.alpha),
-                f"  peak {_w(o.peak_w).strip()} W / cap {o.cap_w:.0f} W · mean {_w(o.mean_w).strip()} W",
-            )
-            grid.add_row("power", power)
-            grid.add_row("recent peaks", sparkline(list(self.peaks), o.cap_w))
-            grid.add_row("throughput", f"{o.throughput:,.1f} items/s  (t = {o.end:.2f} s)")
+            if math.isfinite(o.cap_w):
+                power = Text.assemble(
+                    power_bar(o.peak_w, o.cap_w, self.alpha),
+                    f"  peak {_w(o.peak_w).strip()} W / cap {o.cap_w:.0f} W · mean {_w(o.mean_w).strip()} W",
+                )
+                grid.add_row("power", power)
+                grid.add_row("recent peaks", sparkline(list(self.peaks), o.cap_w))
+            else:
+                grid.add_row("power", Text("not measured (no power meter): uncapped", style="dim"))
+            grid.add_row("throughput", f"{o.throughput:,.1f} items/s  (t = {o.end - self.start:.2f} s)")
             grid.add_row("decision", f"{d.reason} → batch {d.setting.batch_size}")
         else:
             grid.add_row("power", Text("waiting for the first control period…", style="dim"))
