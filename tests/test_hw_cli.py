@@ -191,3 +191,18 @@ def test_real_options_refused_on_a_simulated_device() -> None:
     for extra, field in ((["--channels-last"], "channels-last"), (["--checkpoint", "w.pt"], "checkpoint")):
         result = CliRunner().invoke(cli, ["run", "-q", "--device", "sim:p40", *extra])
         assert result.exit_code == 2 and result.stderr.startswith(f"error: {field}: "), result.stderr
+
+
+def test_an_uncapped_runs_records_plot(cpu_without_rapl, tmp_path: Path) -> None:
+    """No power readings and an infinite cap in the records: the figures are still drawn."""
+    rec = tmp_path / "r.jsonl"
+    result = run(*SMALL, "--items", "48", *STATIC, "--records", str(rec))
+    assert result.exit_code == 0, result.output
+    result = run("plot", str(rec), "--out", str(tmp_path / "plots"))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "batch_size.png",
+        "overview.png",
+        "power.png",
+        "throughput.png",
+    ]

@@ -7,6 +7,7 @@ batch sizes from ``batch`` records. Uses matplotlib's Agg backend, so no display
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +89,15 @@ def _power(ax: Axes, tr: JobTrace) -> None:
     pts = [(t, w) for t, w in zip(tr.period_t, tr.period_peak_w) if w is not None]
     if pts:
         ax.plot(*zip(*pts), "o", ms=3, color="tab:orange", label="window peak")
-    if tr.cap_t:
-        ax.step(tr.cap_t, tr.cap_w, where="post", color="tab:red", lw=1.8, label="cap")
+    capped = [(t, w) for t, w in zip(tr.cap_t, tr.cap_w) if w is not None and math.isfinite(w)]
+    if capped:
+        ax.step(*zip(*capped), where="post", color="tab:red", lw=1.8, label="cap")
     ax.set_ylabel("power (W)")
-    ax.legend(loc="lower right", fontsize=8)
+    if not tr.power_t and not pts:  # a device without a power meter, run uncapped
+        ax.text(0.5, 0.5, "power not measured (no power meter): uncapped", ha="center", va="center",
+                transform=ax.transAxes, color="0.4")  # fmt: skip
+    else:
+        ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
 
 
