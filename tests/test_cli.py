@@ -290,3 +290,19 @@ def test_views_of_a_real_device_job_that_runs_uncapped(view_kind: str, capsys) -
     out = buf.getvalue() if view_kind == "live" else capsys.readouterr().out
     assert "12000" not in out and "12,000" not in out
     assert ("uncapped" in out) if view_kind == "live" else ("cap  none" in out)
+
+
+def test_power_limit_is_the_hardware_limit_baseline(tmp_path: Path) -> None:
+    """--power-limit sets the card's own limit for the job (here the simulated P40's limiter, which
+    holds the average power by lowering the clock): slower than without it, and recorded."""
+    results = {}
+    for label, extra in (("none", []), ("limit", ["--power-limit", "125"])):
+        out = tmp_path / f"{label}.json"
+        args = ["run", "-q", "--controller", "static", "--batch-size", "128", "--cap", "150", "--items", "3000"]
+        result = CliRunner().invoke(cli, [*args, *extra, "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        results[label] = json.loads(out.read_text())
+    assert results["limit"]["power_limit_w"] == 125 and results["none"]["power_limit_w"] is None
+    assert results["limit"]["throughput"] < 0.95 * results["none"]["throughput"]
+    bad = CliRunner().invoke(cli, ["run", "-q", "--power-limit", "20"])
+    assert bad.exit_code == 2 and "power limit: Tesla P40 accepts 125 to 250 W, got 20" in bad.stderr

@@ -96,25 +96,19 @@ def build():
 """
 
 
-@pytest.mark.parametrize("permitted", [True, False])
-def test_the_whole_command_on_a_fake_gpu(permitted: bool, tmp_path, monkeypatch) -> None:
-    """`batchsizer run --device cuda:0 --cap-from-gpu` end to end: the model runs on the CPU (no GPU
-    here), NVML is the fake one, everything else is what a GPU job runs. Where clocks may be
-    changed, the user is told before the job that the clock may be locked; they are put back."""
+def _fake_gpu_command(monkeypatch, tmp_path, permitted: bool, limit_w: float = 250.0):
+    """A FakeGpu behind NVML and a `run` whose model runs on the CPU (no GPU here): everything else
+    is what a GPU job runs. Returns the fake and the command's first arguments."""
     torch = pytest.importorskip("torch")
-    import json
     import time
 
-    from click.testing import CliRunner
-
-    from batchsizer.cli import cli
     from batchsizer.hw import gpu as gpu_module
     from batchsizer.hw import workload as workload_module
     from batchsizer.hw.torch_runner import TorchRunner
 
     busy = {"until": 0.0}
     fake = FakeGpu(power_fn=lambda t: 320.0 if t < busy["until"] else 90.0, update_period_s=0.005)
-    fake.power_limit_w = 250.0
+    fake.power_limit_w = limit_w
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([fake]).module)
     monkeypatch.setattr(gpu_module, "settings_permission", lambda: None if permitted else "not root (test)")
     monkeypatch.setattr(workload_module, "check_device_available", lambda device: None)
@@ -132,8 +126,22 @@ def test_the_whole_command_on_a_fake_gpu(permitted: bool, tmp_path, monkeypatch)
         workload_module, "TorchRunner", lambda model, device, **kw: TorchRunner(Busy(model), "cpu", **kw)
     )
     (tmp_path / "net.py").write_text(TINY_NET)
-    out = tmp_path / "s.json"
     args = ["run", "-q", "--device", "cuda:0", "--model", f"{tmp_path / 'net.py'}:build", "--input-size", "32"]
+    return fake, args
+
+
+@pytest.mark.parametrize("permitted", [True, False])
+def test_the_whole_command_on_a_fake_gpu(permitted: bool, tmp_path, monkeypatch) -> None:
+    """`batchsizer run --device cuda:0 --cap-from-gpu` end to end. Where clocks may be changed, the
+    user is told before the job that the clock may be locked; they are put back."""
+    import json
+
+    from click.testing import CliRunner
+
+    from batchsizer.cli import cli
+
+    fake, args = _fake_gpu_command(monkeypatch, tmp_path, permitted)
+    out = tmp_path / "s.json"
     args += ["--items", "300", "--cap-from-gpu", "--json", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output + result.stderr
@@ -147,3 +155,21 @@ def test_the_whole_command_on_a_fake_gpu(permitted: bool, tmp_path, monkeypatch)
         assert "set_locked" in fake.calls and fake.calls[-1] == "reset_locked" and fake.locked is None
     else:
         assert fake.calls == []
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_power_limit_on_a_fake_gpu_is_set_for_the_job_and_put_back(read_only: bool, tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from batchsizer.cli import cli
+
+    fake, args = _fake_gpu_command(monkeypatch, tmp_path, permitted=True, limit_w=700.0)
+    args += ["--items", "100", "--controller", "static", "--batch-size", "8", "--power-limit", "300", "--cap", "300"]
+    result = CliRunner().invoke(cli, [*args, "--read-only"] if read_only else args)
+    if read_only:
+        assert result.exit_code == 2 and "read-only" in result.stderr
+        assert fake.calls == []
+    else:
+        assert result.exit_code == 0, result.output + result.stderr
+        assert fake.calls == ["set_limit", "set_limit"]  # 300 W for the job, then 700 W again
+    assert fake.power_limit_w == 700.0

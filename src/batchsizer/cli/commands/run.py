@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from batchsizer.batching import DynamicBatchStream
-from batchsizer.caps import CapSource
+from batchsizer.caps import CapSource, check_cap
 from batchsizer.cli.options import (
     cap_options,
     controller_kwargs,
@@ -66,6 +66,14 @@ CLOCK_USERS = ("adaptive", "dvfs")
     "--resume", is_flag=True, help="Continue the stopped job whose --save-outputs file is given [default: off]."
 )
 @click.option(
+    "--power-limit",
+    type=float,
+    default=None,
+    help="Set the GPU's own board power limit for the job, put back at the end: the hardware-limit "
+    "baseline (e.g. --controller static --batch-size 64 --power-limit 200 --cap 200); needs "
+    "CAP_SYS_ADMIN on a real GPU [default: leave it].",
+)
+@click.option(
     "--strict",
     is_flag=True,
     help="Stop with exit code 3 when even the lowest setting draws more than the cap [default: off, run on].",
@@ -91,7 +99,11 @@ def command(**kw: Any) -> None:
         start = prepare_outputs(kw["save_outputs"], identity, kw["resume"])
     elif kw["resume"]:
         raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the job to continue")
+    if kw["power_limit"] is not None:
+        check_cap(kw["power_limit"], "power-limit")
     workload = open_workload(opts)
+    if kw["power_limit"] is not None:
+        _set_power_limit(workload, kw["power_limit"])
     if kw["cap_from_gpu"]:
         caps = _gpu_limit_cap(workload)
     unmetered = None
@@ -133,10 +145,25 @@ def command(**kw: Any) -> None:
             close_view(view)
     if stopper.reason is not None:
         summary.stop_reason = stopper.reason
-    about = {"workload": workload.info, "controller": controller.describe(), "cap": repr(caps), "resumed_from": start}
+    about = {
+        "workload": workload.info,
+        "controller": controller.describe(),
+        "cap": repr(caps),
+        "power_limit_w": kw["power_limit"],
+        "resumed_from": start,
+    }
     _finish(kw, summary, about)
     if stopper.exit_code:
         click.get_current_context().exit(stopper.exit_code)
+
+
+def _set_power_limit(workload: Workload, watts: float) -> None:
+    """--power-limit: the card's own limit for this job (the device puts the old one back on close)."""
+    try:
+        workload.device.set_power_limit(watts)
+    except BaseException:
+        workload.device.close()
+        raise
 
 
 def _gpu_limit_cap(workload: Workload) -> CapSource:
