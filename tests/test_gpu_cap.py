@@ -84,50 +84,18 @@ def test_the_first_read_must_work(gpu, monkeypatch) -> None:
         GpuLimitCap(handle)
 
 
-TINY_NET = """
-import torch
-
-def build():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(8, 10),
-    )
-"""
-
-
 def _fake_gpu_command(monkeypatch, tmp_path, permitted: bool, limit_w: float = 250.0):
-    """A FakeGpu behind NVML and a `run` whose model runs on the CPU (no GPU here): everything else
-    is what a GPU job runs. Returns the fake and the command's first arguments."""
-    torch = pytest.importorskip("torch")
-    import time
+    """`batchsizer run` on a fake cuda:0 (see tiny_models.run_on_fake_gpu) with the tiny CNN as the
+    user's own model file. Returns the fake GPU and the command's first arguments."""
+    pytest.importorskip("torch")
+    from tiny_models import TINY_CNN_SOURCE, LoadedGpu, run_on_fake_gpu
 
-    from batchsizer.hw import gpu as gpu_module
-    from batchsizer.hw import workload as workload_module
-    from batchsizer.hw.torch_runner import TorchRunner
-
-    busy = {"until": 0.0}
-    fake = FakeGpu(power_fn=lambda t: 320.0 if t < busy["until"] else 90.0, update_period_s=0.005)
-    fake.power_limit_w = limit_w
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([fake]).module)
-    monkeypatch.setattr(gpu_module, "settings_permission", lambda: None if permitted else "not root (test)")
-    monkeypatch.setattr(workload_module, "check_device_available", lambda device: None)
-
-    class Busy(torch.nn.Module):  # "draws" 320 W while a batch runs, like a GPU under load
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            busy["until"] = time.monotonic() + 0.0005 * x.shape[0]
-            return self.inner(x)
-
-    monkeypatch.setattr(
-        workload_module, "TorchRunner", lambda model, device, **kw: TorchRunner(Busy(model), "cpu", **kw)
-    )
-    (tmp_path / "net.py").write_text(TINY_NET)
+    load = LoadedGpu(320.0, 90.0, seconds_per_item=0.0005)
+    load.gpu.power_limit_w = limit_w
+    run_on_fake_gpu(monkeypatch, load, permitted=permitted)
+    (tmp_path / "net.py").write_text(TINY_CNN_SOURCE)
     args = ["run", "-q", "--device", "cuda:0", "--model", f"{tmp_path / 'net.py'}:build", "--input-size", "32"]
-    return fake, args
+    return load.gpu, args
 
 
 @pytest.mark.parametrize("permitted", [True, False])

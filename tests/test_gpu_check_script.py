@@ -63,34 +63,12 @@ def test_the_real_path_on_a_fake_gpu_changes_nothing(tmp_path: Path, monkeypatch
     NVML faked and the models moved to the CPU: every step runs, and the fake GPU, whose settings
     this process would be allowed to change, records not one call that changes them."""
     import importlib.util
-    import sys
-    import time
 
-    import torch
+    from tiny_models import LoadedGpu, run_on_fake_gpu
 
-    from batchsizer.hw import gpu as gpu_module
-    from batchsizer.hw import workload as workload_module
-    from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
-    from batchsizer.hw.torch_runner import TorchRunner
-
-    busy = {"until": 0.0}
-    fake = FakeGpu(power_fn=lambda t: 300.0 if t < busy["until"] else 80.0, update_period_s=0.01)
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([fake]).module)
-    monkeypatch.setattr(gpu_module, "settings_permission", lambda: None)  # as root: only --read-only stops it
-    monkeypatch.setattr(workload_module, "check_device_available", lambda device: None)
-
-    class Busy(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            busy["until"] = time.monotonic() + 0.001 * x.shape[0]
-            return self.inner(x)
-
-    monkeypatch.setattr(
-        workload_module, "TorchRunner", lambda model, device, **kw: TorchRunner(Busy(model), "cpu", **kw)
-    )
+    load = LoadedGpu(300.0, 80.0, seconds_per_item=0.001, update_period_s=0.01)
+    run_on_fake_gpu(monkeypatch, load, permitted=True)  # as root: only --read-only stops it
+    fake = load.gpu
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)

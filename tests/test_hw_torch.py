@@ -19,7 +19,7 @@ from batchsizer.hw.torch_runner import TorchRunner, parse_device  # noqa: E402
 from batchsizer.hw.workload import open_real_workload  # noqa: E402
 from batchsizer.loop import LoopObserver  # noqa: E402
 from batchsizer.workloads import WorkloadOptions, open_workload  # noqa: E402
-from tiny_models import tiny_cnn  # noqa: E402
+from tiny_models import LoadedGpu, run_on_fake_gpu, tiny_cnn  # noqa: E402
 
 
 class Collect(LoopObserver):
@@ -138,25 +138,16 @@ def test_a_gpu_that_may_not_be_changed_is_left_alone_by_every_controller(
     no clock is offered to the controllers, so ``adaptive`` moves the batch size alone, and not one
     call that would change the card is made (a fake NVML GPU records every such call; the model runs
     on the CPU). ``dvfs``, which needs clocks, is refused, saying why."""
-    from batchsizer.hw import gpu as gpu_module
     from batchsizer.hw.gpu import CudaDevice
 
-    busy = {"until": 0.0}
-    gpu = FakeGpu(power_fn=lambda t: 250.0 if t < busy["until"] else 80.0, update_period_s=0.005)
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([gpu]).module)
-    if why == "no-permission":
-        monkeypatch.setattr(gpu_module, "settings_permission", lambda: "not root (test)")
-    model = tiny_cnn()
-
-    class Busy(torch.nn.Module):  # "draws power" while it runs, like a GPU
-        def forward(self, x):
-            busy["until"] = time.monotonic() + 0.002 * x.shape[0]
-            return model(x)
-
+    load = LoadedGpu(250.0)
+    gpu = load.gpu
+    run_on_fake_gpu(monkeypatch, load, permitted=why != "no-permission")
     nvml = Nvml()
     meter = NvmlMeter(nvml.gpu(0), update_period_s=0.005)
     allow = False if why == "read-only" else None
-    device = CudaDevice("cuda:0", TorchRunner(Busy()), nvml, nvml.gpu(0), meter=meter, allow_changes=allow)
+    runner = TorchRunner(load.wrap(tiny_cnn()))
+    device = CudaDevice("cuda:0", runner, nvml, nvml.gpu(0), meter=meter, allow_changes=allow)
     assert not device.knobs.has_clocks and device.describe()["settings"] == "read-only"
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     stream = DynamicBatchStream(range(400), prepare=lambda items: x[: len(items)])
@@ -208,20 +199,12 @@ def test_a_card_that_refuses_a_clock_leaves_adaptive_with_the_batch_size(monkeyp
     card without clock control): adaptive goes on with the batch size alone, says so once, and the
     job completes; dvfs, which needs the clock, stops with the device's error."""
     from batchsizer.errors import PermissionDeniedError
-    from batchsizer.hw import gpu as gpu_module
     from batchsizer.hw.gpu import CudaDevice
     from batchsizer.loop import LoopObserver
 
-    busy = {"until": 0.0}
-    gpu = FakeGpu(power_fn=lambda t: 260.0 if t < busy["until"] else 80.0, update_period_s=0.005, can_set=False)
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([gpu]).module)
-    monkeypatch.setattr(gpu_module, "settings_permission", lambda: None)
-    model = tiny_cnn()
-
-    class Busy(torch.nn.Module):
-        def forward(self, x):
-            busy["until"] = time.monotonic() + 0.002 * x.shape[0]
-            return model(x)
+    load = LoadedGpu(260.0, can_set=False)
+    gpu = load.gpu
+    run_on_fake_gpu(monkeypatch, load, permitted=True)
 
     class Events(LoopObserver):
         def __init__(self) -> None:
@@ -231,9 +214,8 @@ def test_a_card_that_refuses_a_clock_leaves_adaptive_with_the_batch_size(monkeyp
             self.kinds.append(kind)
 
     nvml = Nvml()
-    device = CudaDevice(
-        "cuda:0", TorchRunner(Busy()), nvml, nvml.gpu(0), meter=NvmlMeter(nvml.gpu(0), update_period_s=0.005)
-    )
+    meter = NvmlMeter(nvml.gpu(0), update_period_s=0.005)
+    device = CudaDevice("cuda:0", TorchRunner(load.wrap(tiny_cnn())), nvml, nvml.gpu(0), meter=meter)
     assert device.knobs.has_clocks
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     events = Events()

@@ -16,26 +16,12 @@ from batchsizer.errors import ConfigError  # noqa: E402
 from batchsizer.hw.model_source import is_model_reference, load_model  # noqa: E402
 from batchsizer.hw.torch_runner import TorchRunner  # noqa: E402
 from batchsizer.hw.workload import SyntheticInput  # noqa: E402
-from tiny_models import tiny_cnn  # noqa: E402
+from tiny_models import TINY_CNN_SOURCE, tiny_cnn  # noqa: E402
 
-USER_CODE = """
-import torch
-
-class Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(), torch.nn.Linear(8, 10),
-        )
-
-    def forward(self, x):
-        return self.body(x)
-
-def build():
-    return Net()
-
+#: the tiny CNN as a user's file, with the wrong things a user might name as well
+USER_CODE = (
+    TINY_CNN_SOURCE
+    + """
 INSTANCE = Net()
 NOT_A_MODEL = 42
 
@@ -45,6 +31,7 @@ def returns_a_string():
 def fails():
     raise ValueError("no weights here")
 """
+)
 
 
 @pytest.fixture

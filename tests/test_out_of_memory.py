@@ -18,7 +18,7 @@ from batchsizer.hw.torch_runner import TorchRunner, normalize  # noqa: E402
 from batchsizer.hw.workload import open_real_workload  # noqa: E402
 from batchsizer.loop import LoopObserver  # noqa: E402
 from batchsizer.workloads import WorkloadOptions  # noqa: E402
-from tiny_models import tiny_cnn  # noqa: E402
+from tiny_models import TINY_CNN_SOURCE, tiny_cnn  # noqa: E402
 
 CUDA_OOM = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 
@@ -130,22 +130,13 @@ def test_the_profile_stops_at_the_first_size_that_does_not_fit() -> None:
     assert any("batch 16: a batch of 16 items does not fit" in line and "not tried" in line for line in lines)
 
 
-SMALL_MEMORY_NET = """
-import torch
-
-class Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(), torch.nn.Linear(8, 10),
-        )
-
+#: the user's tiny CNN, failing batches of more than 5 items as a full GPU does
+SMALL_MEMORY_SUBCLASS = """
+class SmallMemory(Net):
     def forward(self, x):
         if x.shape[0] > 5:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.body(x)
+        return super().forward(x)
 """
 
 
@@ -159,9 +150,9 @@ def test_the_command_goes_on_and_every_output_is_written(tmp_path) -> None:
     from batchsizer.cli import cli
     from batchsizer.outputs import read_outputs
 
-    (tmp_path / "net.py").write_text(SMALL_MEMORY_NET)
+    (tmp_path / "net.py").write_text(TINY_CNN_SOURCE + SMALL_MEMORY_SUBCLASS)
     out, js = tmp_path / "o.jsonl", tmp_path / "s.json"
-    args = ["run", "-q", "--device", "cpu", "--model", f"{tmp_path / 'net.py'}:Net", "--input-size", "32"]
+    args = ["run", "-q", "--device", "cpu", "--model", f"{tmp_path / 'net.py'}:SmallMemory", "--input-size", "32"]
     args += ["--items", "70", "--controller", "static", "--batch-size", "16", "--workers", "0"]
     result = CliRunner().invoke(cli, [*args, "--save-outputs", str(out), "--json", str(js)])
     assert result.exit_code == 0, result.output + result.stderr
