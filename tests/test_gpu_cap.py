@@ -141,3 +141,17 @@ def test_power_limit_on_a_fake_gpu_is_set_for_the_job_and_put_back(read_only: bo
         assert result.exit_code == 0, result.output + result.stderr
         assert fake.calls == ["set_limit", "set_limit"]  # 300 W for the job, then 700 W again
     assert fake.power_limit_w == 700.0
+
+
+def test_a_mistake_found_after_the_power_limit_was_set_puts_it_back(tmp_path, monkeypatch) -> None:
+    """--power-limit is set once the device is open; a mistake found after that (here dvfs on a card
+    with no settable clocks) still ends with the limit put back, not left at the job's value."""
+    from click.testing import CliRunner
+
+    from batchsizer.cli import cli
+
+    fake, args = _fake_gpu_command(monkeypatch, tmp_path, permitted=True, limit_w=700.0)
+    fake.memory_clocks, fake.graphics_clocks = (), ()  # a card that lists no clock levels
+    result = CliRunner().invoke(cli, [*args, "--items", "50", "--controller", "dvfs", "--power-limit", "300"])
+    assert result.exit_code == 2 and "dvfs needs a device whose clock can be set" in result.stderr
+    assert fake.calls == ["set_limit", "set_limit"] and fake.power_limit_w == 700.0

@@ -26,7 +26,7 @@ from batchsizer.live import close_view, make_view, print_summary
 from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.outputs import PLACEHOLDER_KINDS, OutputWriter, cut_partial_line, job_identity, prepare_outputs
 from batchsizer.policies import make_controller
-from batchsizer.policies.base import check_alpha
+from batchsizer.policies.base import Controller, check_alpha
 from batchsizer.recorder import JobRecorder
 from batchsizer.records import RecordWriter, write_json_atomic
 from batchsizer.summary import Summary
@@ -102,36 +102,20 @@ def command(**kw: Any) -> None:
     if kw["power_limit"] is not None:
         check_cap(kw["power_limit"], "power-limit")
     workload = open_workload(opts)
-    if kw["power_limit"] is not None:
-        _set_power_limit(workload, kw["power_limit"])
-    if kw["cap_from_gpu"]:
-        caps = _gpu_limit_cap(workload)
-    unmetered = None
-    if not getattr(workload.device.meter, "available", True):  # a real CPU without readable RAPL
-        from batchsizer.hw.device import Uncapped, uncapped_note
-
-        cap_given = any(kw[k] is not None for k in ("cap", "cap_schedule", "cap_file"))
-        try:
-            unmetered = uncapped_note(workload.device.meter, cap_given=cap_given, controller=kw["controller"])
-        except BaseException:
-            workload.device.close()
-            raise
-        caps = Uncapped()
-    controller = make_controller(kw["controller"], workload.device.knobs, **choices)
-    if device_kind(kw["device"]) == "cuda" and workload.device.knobs.has_clocks and kw["controller"] in CLOCK_USERS:
-        # a real card's clock will be locked while the job runs: say so before it happens
-        click.echo(
-            f"note: {kw['controller']} may lock {opts.device}'s SM clock while it runs (put back when the job "
-            "ends); --read-only leaves the card's settings alone",
-            err=True,
-        )
-    total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
-    if total is not None and start >= total:
+    try:  # whatever fails from here until the job runs closes the device (and puts back its settings)
+        caps, unmetered, controller = _setup(kw, workload, caps, choices)
+        total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
+        nothing_to_do = total is not None and start >= total
+        if not nothing_to_do:
+            view = make_view(kw["quiet"], None if total is None else total - start)
+            observers = _observers(kw, workload, opts.device, identity, start, unmetered, view)
+    except BaseException:
+        workload.device.close()
+        raise
+    if nothing_to_do:
         workload.device.close()
         click.echo(f"nothing to do: all {total} items are already in {kw['save_outputs']}")
         return
-    view = make_view(kw["quiet"], None if total is None else total - start)
-    observers = _observers(kw, workload, opts.device, identity, start, unmetered, view)
     stream = DynamicBatchStream(workload.source, prefetch=workload.prefetch, prepare=workload.prepare, start=start)
     stop = threading.Event()
     with workload.device, StopOnSignal(stop) as stopper:
@@ -157,24 +141,34 @@ def command(**kw: Any) -> None:
         click.get_current_context().exit(stopper.exit_code)
 
 
-def _set_power_limit(workload: Workload, watts: float) -> None:
-    """--power-limit: the card's own limit for this job (the device puts the old one back on close)."""
-    try:
-        workload.device.set_power_limit(watts)
-    except BaseException:
-        workload.device.close()
-        raise
+def _setup(
+    kw: dict[str, Any], workload: Workload, caps: CapSource, choices: dict[str, Any]
+) -> tuple[CapSource, str | None, Controller]:
+    """What needs the open device: its power limit (--power-limit), the cap it gives (--cap-from-gpu),
+    what a device without a power meter may run, and the controller for its knobs."""
+    device = workload.device
+    if kw["power_limit"] is not None:
+        device.set_power_limit(kw["power_limit"])  # put back when the device closes
+    if kw["cap_from_gpu"]:
+        from batchsizer.hw.gpu_cap import GpuLimitCap
 
+        caps = GpuLimitCap(device.gpu)  # type: ignore[attr-defined]
+    unmetered = None
+    if not getattr(device.meter, "available", True):  # a real CPU without readable RAPL
+        from batchsizer.hw.device import Uncapped, uncapped_note
 
-def _gpu_limit_cap(workload: Workload) -> CapSource:
-    """--cap-from-gpu: the power limit in force on the job's GPU (the device is closed if it cannot be read)."""
-    from batchsizer.hw.gpu_cap import GpuLimitCap
-
-    try:
-        return GpuLimitCap(workload.device.gpu)  # type: ignore[attr-defined]
-    except BaseException:
-        workload.device.close()
-        raise
+        cap_given = any(kw[k] is not None for k in ("cap", "cap_schedule", "cap_file"))
+        unmetered = uncapped_note(device.meter, cap_given=cap_given, controller=kw["controller"])
+        caps = Uncapped()
+    controller = make_controller(kw["controller"], device.knobs, **choices)
+    if device_kind(kw["device"]) == "cuda" and device.knobs.has_clocks and kw["controller"] in CLOCK_USERS:
+        # a real card's clock will be locked while the job runs: say so before it happens
+        click.echo(
+            f"note: {kw['controller']} may lock {kw['device']}'s SM clock while it runs (put back when the job "
+            "ends); --read-only leaves the card's settings alone",
+            err=True,
+        )
+    return caps, unmetered, controller
 
 
 def _observers(
