@@ -147,22 +147,20 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         raise ConfigError("workers", f"must be 0 or more, got {workers}")
     if kw.get("half") and kind != "cuda":
         raise ConfigError("half", f"half precision needs a cuda device, not {kw['device']!r}; leave --half out")
+    side = kw.get("input_size")
     for name, given in (
         ("channels-last", kw.get("channels_last")),
         ("checkpoint", checkpoint),
         ("read-only", kw.get("read_only")),
+        ("input-size", side is not None),
     ):
         if given and kind not in REAL_KINDS:
             raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
+    if side is not None and not 8 <= side <= 4096:
+        raise ConfigError("input-size", f"must be between 8 and 4096 pixels, got {side}")
     sensor = kw.get("sim_sensor") or "default"
     if sensor != "default" and kind != "sim":
         raise ConfigError("sim-sensor", f"applies to simulated devices (sim:...), not {kw['device']!r}")
-    side = kw.get("input_size")
-    if side is not None:
-        if kind not in REAL_KINDS:
-            raise ConfigError("input-size", f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
-        if not 8 <= side <= 4096:
-            raise ConfigError("input-size", f"must be between 8 and 4096 pixels, got {side}")
     if kind == "sim" and is_model_reference(kw["model"]):
         from batchsizer.sim.models import MODELS
 

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchsizer.errors import ConfigError
+from batchsizer.paths import check_output_folder
 from batchsizer.records import write_json_atomic
 from batchsizer.repro.experiment import ExperimentResult, JobOutcome, aggregate, spread
 
@@ -175,15 +176,12 @@ def method_table(summary: list[dict[str, Any]]) -> Table:
 
 
 def check_out_dir(out: Path) -> Path:
-    """The output folder must be a folder we can create and write; checked before any run."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError("out", f"{out} exists and is not a folder")
+    """The output folder must be a folder we can create and write; checked, and made, before any run."""
+    check_output_folder(out, "out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", delete=True)
-        probe.close()
     except OSError as exc:
-        raise ConfigError("out", f"cannot write in {out}: {exc.strerror or exc}") from None
+        raise ConfigError("out", f"cannot make {out}: {exc.strerror or exc}") from None
     return out
 
 
