@@ -57,9 +57,11 @@ class Device(ABC):
             raise UnsupportedError(f"{self.name} has no settable power limit")
 
     def apply(self, setting: Setting) -> None:
-        """Apply the clock part of a setting (the batch size is applied to the stream)."""
+        """Apply the clock and power-limit parts of a setting (the batch size is applied to the stream)."""
         if setting.clock_mhz is not None or self.knobs.has_clocks:
             self.set_clock(setting.clock_mhz)
+        if setting.power_limit_w is not None or self.knobs.has_power_limits:
+            self.set_power_limit(setting.power_limit_w)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}

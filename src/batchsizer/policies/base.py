@@ -13,10 +13,13 @@ from batchsizer.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """The knobs a controller turns: batch size always, a GPU clock where the device has one."""
+    """The knobs a controller turns: batch size always, a GPU clock or board power limit where the device has one."""
 
     batch_size: int
     clock_mhz: int | None = None
+    #: the board's own power limit (W) for devices that offer it as a knob (measured tables with rows
+    #: at several limits); None leaves the device's default
+    power_limit_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +67,17 @@ class DeviceKnobs:
     default_clock_mhz: int | None = None
     #: why a device with clocks offers none to controllers (read-only, no permission); None otherwise
     clocks_withheld: str | None = None
+    #: board power limits (W, ascending) a controller may set, where the device offers that knob
+    power_limits_w: tuple[float, ...] = ()
+    default_power_limit_w: float | None = None
 
     @property
     def has_clocks(self) -> bool:
         return len(self.clock_levels_mhz) > 0
+
+    @property
+    def has_power_limits(self) -> bool:
+        return len(self.power_limits_w) > 0
 
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -110,6 +120,18 @@ class Decision:
     stop_on_violation: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class FrontierPoint:
+    """What a controller predicts it can do under one cap: its best setting there, that setting's
+    throughput (items/s, with a standard deviation) and power (W, by the cap rule in force)."""
+
+    cap_w: float
+    setting: Setting
+    throughput: float
+    throughput_sd: float
+    power_w: float
+
+
 class Controller(ABC):
     """A policy: from what was observed in the last period to the next setting."""
 
@@ -134,3 +156,10 @@ class Controller(ABC):
     def describe(self) -> dict[str, Any]:
         """The configuration, for the job's records."""
         return {"name": self.name}
+
+    def frontier(self, caps_w: Sequence[float]) -> list[FrontierPoint]:
+        """Predicted best throughput at each cap in ``caps_w``, from what the controller has learned.
+
+        Controllers without a model return an empty list (nothing predicted); a budget allocator then
+        falls back to what it measured."""
+        return []
