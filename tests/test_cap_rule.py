@@ -110,11 +110,11 @@ def test_cli_cap_rule_option(tmp_path) -> None:
 
     from click.testing import CliRunner
 
-    from batchsizer.cli import main
+    from batchsizer.cli import cli
 
     out = tmp_path / "s.json"
-    r = CliRunner().invoke(main, ["run", "-q", "--items", "400", "--cap-rule", "avg:1", "--json", str(out)])
+    r = CliRunner().invoke(cli, ["run", "-q", "--items", "400", "--cap-rule", "avg:1", "--json", str(out)])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["cap_rule"] == "avg:1"
-    bad = CliRunner().invoke(main, ["run", "-q", "--items", "400", "--cap-rule", "max"])
+    bad = CliRunner().invoke(cli, ["run", "-q", "--items", "400", "--cap-rule", "max"])
     assert bad.exit_code == 2 and "error: cap rule: must be peak or avg:SECONDS" in bad.output
