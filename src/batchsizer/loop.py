@@ -119,6 +119,8 @@ class _Period:
     asked_batches: int | None = None
     #: Decision.stop_on_violation: end the period at the first reading over the cap
     watch: bool = False
+    #: Decision.min_period_s: the window does not end the period before this long
+    min_s: float = 0.0
     #: a reading over the cap was seen while watching
     stopped: bool = False
 
@@ -326,9 +328,9 @@ class ControlLoop:
 
     def _period_ends(self, period: _Period, now: float, cap_changed: bool) -> bool:
         asked = period.asked_batches is not None and period.batches >= period.asked_batches
+        long_enough = now - period.start >= period.min_s
         return (
-            self.window.closes(period.batches, now - period.start)
-            or asked
+            (long_enough and (self.window.closes(period.batches, now - period.start) or asked))
             or period.stopped
             or (cap_changed and self.react_to_cap_change)
         )
@@ -394,6 +396,7 @@ class ControlLoop:
             self._apply(decision.setting, stream)
             period.asked_batches = decision.window_batches
             period.watch = decision.stop_on_violation and every is not None
+            period.min_s = decision.min_period_s or 0.0
             summary.periods += 1
         period.restart(now)
 

@@ -131,6 +131,10 @@ class Decision:
     #: the cap, so the controller can back off after one batch instead of a whole window (for probes
     #: of settings it does not know yet). False (the default, Algorithm 1): the period runs its window.
     stop_on_violation: bool = False
+    #: the loop's window does not end the next period before it has lasted this long (s): long
+    #: enough for readings that average only the new setting (a 1 s averaging sensor, a rolling-mean
+    #: cap rule). A cap change or a stop on violation still ends it. None: no minimum.
+    min_period_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
