@@ -64,7 +64,7 @@ def test_bad_names():
     with pytest.raises(ConfigError, match="ambiguous"):
         make_table_plant("zeus-v100:bert_base_uncased")
     assert make_table_plant("zeus-v100:bert_base_uncased@squad").dataset == "squad"
-    with pytest.raises(ConfigError, match="not in the table"):
+    with pytest.raises(ConfigError, match="no rows for"):
         make_table_plant("zeus-v100:vgg")
     with pytest.raises(ConfigError, match="zeus-"):
         make_table_plant("zeus-k80:resnet50")

@@ -1,6 +1,7 @@
 """``batchsizer profile``: throughput and peak/mean power per batch size (and clock where permitted).
 
-This is the offline profile the paper uses to skip batch sizes beyond throughput saturation. Each
+This is the offline profile the paper uses to skip batch sizes beyond throughput saturation, and
+the table ``--device table:out.csv`` plays back (docs/tables.md). Each
 (clock, batch size) runs ``warmup`` batches, then ``batches`` measured ones through the same
 prefetching stream a job uses; power is the meter's window over the measured batches. Works on
 every device, the simulated ones included.
@@ -37,6 +38,7 @@ FIELDS = [
     "mean_w",
     "energy_per_item_j",
     "samples",
+    "idle_w",
 ]
 
 
@@ -226,6 +228,9 @@ def command(**kw: Any) -> None:
             workload, sizes, batches=kw["batches"], warmup=kw["warmup"], clocks=clocks, echo=click.echo
         )
         device = workload.device.describe()
+    idle = device.get("idle_w")  # known on simulated and table devices: lets table:out.csv replay the rows
+    for row in result["rows"]:
+        row["idle_w"] = idle if isinstance(idle, (int, float)) else ""
     sat = ", ".join(f"{k}: {v}" for k, v in result["saturation"].items())
     if sat:
         click.echo(f"throughput saturates (within {SATURATION:.0%} of the best) at batch size {sat}")
