@@ -270,3 +270,23 @@ def test_profile_table_takes_no_selector(tmp_path):
     with pytest.raises(ConfigError, match="leave out the selector"):
         open_table_device(f"table:{path}:resnet")
     assert math.isfinite(open_table_device(f"table:{path}").plant.idle_w)
+
+
+def test_profile_of_a_real_gpu_measures_idle_and_replays(tmp_path, monkeypatch):
+    """On a (fake) NVIDIA GPU the profile measures the idle power after the last point, so its CSV
+    replays as a table device with no --table-idle-w."""
+    pytest.importorskip("torch")
+    from tiny_models import TINY_CNN_SOURCE, LoadedGpu, run_on_fake_gpu
+
+    load = LoadedGpu(300.0, 90.0, seconds_per_item=0.002)
+    run_on_fake_gpu(monkeypatch, load)
+    (tmp_path / "net.py").write_text(TINY_CNN_SOURCE)
+    out = tmp_path / "gpu.csv"
+    res = invoke("profile", "--device", "cuda:0", "--model", f"{tmp_path / 'net.py'}:build", "--input-size", "32",
+                 "--sizes", "4,16", "--batches", "4", "--warmup", "1", "--items", "64", "--csv", str(out))
+    assert res.exit_code == 0, res.output
+    header, *rows = [line.split(",") for line in out.read_text().splitlines()]
+    idle = {float(r[header.index("idle_w")]) for r in rows}
+    assert len(idle) == 1 and abs(idle.pop() - 90.0) < 5
+    d = open_table_device(f"table:{out}")
+    assert d.size_range == (4, 16) and d.plant.idle_w == pytest.approx(90.0, abs=5)
