@@ -152,12 +152,15 @@ class TablePlant:
     def set_clock(self, mhz: int | None) -> None:
         if mhz is not None and mhz not in self.clocks:
             raise UnsupportedError(f"{mhz} MHz is not a clock level of {self.path}: {list(self.clocks)}")
-        self.clock_mhz = mhz
-        self._cache.clear()
+        if mhz != self.clock_mhz:
+            self.clock_mhz = mhz
+            self._cache.clear()
 
     def set_power_limit(self, watts: float | None) -> None:
-        self.limit_w = (self.limits[-1] if self.limits else None) if watts is None else float(watts)
-        self._cache.clear()
+        limit = (self.limits[-1] if self.limits else None) if watts is None else float(watts)
+        if limit != self.limit_w:
+            self.limit_w = limit
+            self._cache.clear()
 
     # lookup ------------------------------------------------------------------------------------
     def _clock_key(self) -> int | None:
