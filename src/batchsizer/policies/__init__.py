@@ -17,6 +17,7 @@ from batchsizer.policies.base import (
     Observation,
     Setting,
 )
+from batchsizer.policies.batchdvfs import BATCHDVFS_SIZES, BatchDvfs
 from batchsizer.policies.dvfs import DvfsSearch
 from batchsizer.policies.static import Static
 
@@ -61,12 +62,26 @@ def _adaptive(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
     return Adaptive(sizes=sizes, knobs=knobs, initial=o.get("initial"))
 
 
+def _batchdvfs(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
+    # as for adaptive: the CLI's default size list (the paper's) means "not chosen": the released 1..255
+    sizes = o.get("sizes")
+    sizes = BATCHDVFS_SIZES if sizes is None or tuple(sizes) == DEFAULT_BATCH_SIZES else sizes
+    return BatchDvfs(
+        sizes=sizes,
+        clock_levels_mhz=knobs.clock_levels_mhz,
+        alpha=_given(o, "alpha", 0.8),
+        initial=o.get("initial"),
+        initial_clock_mhz=o.get("clock_mhz"),
+    )
+
+
 CONTROLLERS: dict[str, Factory] = {
     "adaptive": _adaptive,
     "batchsizer": _batchsizer,
     "dvfs": _dvfs,
     "static": _static,
     "aimd": _aimd,
+    "batchdvfs": _batchdvfs,
 }
 
 #: the model-based controller beats Algorithm 1 on the benchmark (benchmarks/controllers.py, docs/controllers.md)

@@ -11,8 +11,8 @@ from batchsizer.policies.base import Controller, Decision, Observation, Setting
 class Static(Controller):
     name = "static"
 
-    def __init__(self, batch_size: int = 16, clock_mhz: int | None = None) -> None:
-        self.setting = Setting(check_batch_size(batch_size), clock_mhz)
+    def __init__(self, batch_size: int = 16, clock_mhz: int | None = None, power_limit_w: float | None = None) -> None:
+        self.setting = Setting(check_batch_size(batch_size), clock_mhz, power_limit_w)
 
     def initial(self) -> Setting:
         return self.setting
@@ -21,4 +21,8 @@ class Static(Controller):
         return Decision(self.setting, "static")
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "batch_size": self.setting.batch_size, "clock_mhz": self.setting.clock_mhz}
+        d: dict[str, Any] = {"name": self.name, "batch_size": self.setting.batch_size}
+        d["clock_mhz"] = self.setting.clock_mhz
+        if self.setting.power_limit_w is not None:
+            d["power_limit_w"] = self.setting.power_limit_w
+        return d

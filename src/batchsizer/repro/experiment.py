@@ -91,13 +91,7 @@ class ExperimentConfig:
             "items": self.items,
             "workers": self.workers,
             "device": self.device,
-            "sweep": {
-                "min_batches": self.sweep.min_batches,
-                "min_seconds": self.sweep.min_seconds,
-                "grid": list(self.sweep.grid),
-                "refine": self.sweep.refine,
-                "max_verify": self.sweep.max_verify,
-            },
+            "sweep": self.sweep.to_dict(),
         }
 
 

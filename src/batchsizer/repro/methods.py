@@ -1,6 +1,11 @@
 """The methods compared, by name: each turns a job (and, if it needs one, the job's sweep) into a plan.
 
-``batchsizer`` and ``dvfs`` are the paper's; the rest are the baselines it left out. Any controller
+``batchsizer`` and ``dvfs`` are the paper's; ``batchdvfs`` is the authors' successor; the rest are
+the baselines the paper left out. The ablation runs Algorithm 1 and ``adaptive`` on the same knobs:
+``batchsizer`` and ``adaptive-paper`` on the paper's nine sizes without the clock, then
+``batchsizer-full`` (every whole size; Algorithm 1 has no clock knob) and ``adaptive`` (every whole
+size and the clock where the device has one), so a table shows what the algorithm earns and what
+the extra knobs earn. Any controller
 registered in :mod:`batchsizer.policies` that is not listed here can be named too: it runs with the
 paper's sizes and alpha and no profile (so a new controller joins the comparison by registering
 itself, nothing here changes). :func:`register_method` adds a method that needs more than that.
@@ -9,7 +14,7 @@ itself, nothing here changes). :func:`register_method` adds a method that needs 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchsizer.errors import ConfigError
 from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, make_controller
@@ -22,6 +27,8 @@ from batchsizer.repro.sweep import Profile
 #: the paper's configuration (Section 4.2 and 5.1)
 PAPER_ALPHA = 0.8
 PAPER_DVFS_BATCH = 16
+#: the full size set of the ablation on the simulator: every whole size 1..256
+FULL_SIZES: tuple[int, ...] = tuple(range(1, 257))
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ class MethodContext:
     knobs: DeviceKnobs
     #: the job's sweep, given only to methods that declare ``needs_profile``
     profile: Profile | None = None
+    #: every whole size the device offers (the full set of the ablation)
+    sizes: tuple[int, ...] = field(default=FULL_SIZES)
 
 
 @dataclass(frozen=True)
@@ -73,12 +82,31 @@ def _aimd(ctx: MethodContext) -> Plan:
     return Plan(make_controller("aimd", ctx.knobs, sizes=DEFAULT_BATCH_SIZES, initial=1))
 
 
+def _batchdvfs(ctx: MethodContext) -> Plan:
+    return Plan(make_controller("batchdvfs", ctx.knobs, alpha=PAPER_ALPHA))
+
+
+def _batchsizer_full(ctx: MethodContext) -> Plan:
+    sizes = ctx.sizes
+    return Plan(make_controller("batchsizer", ctx.knobs, sizes=sizes, alpha=PAPER_ALPHA, initial=sizes[0]))
+
+
+def _adaptive_paper(ctx: MethodContext) -> Plan:
+    return Plan(make_controller("adaptive", DeviceKnobs(), sizes=DEFAULT_BATCH_SIZES))
+
+
+def _adaptive_full(ctx: MethodContext) -> Plan:
+    return Plan(make_controller("adaptive", ctx.knobs, sizes=ctx.sizes))
+
+
 def _oracle(ctx: MethodContext) -> Plan:
     prof = _profile(ctx)
     assert prof.oracle is not None
     o = prof.oracle
-    note = f"batch {o.batch_size} at {o.clock_mhz} MHz" + ("" if prof.oracle_clean else " (no clean candidate)")
-    return Plan(Static(o.batch_size, o.clock_mhz), note=note)
+    at = f" at {o.clock_mhz} MHz" if o.clock_mhz is not None else ""
+    limit = f", limit {o.power_limit_w:g} W" if o.power_limit_w is not None else ""
+    note = f"batch {o.batch_size}{at}{limit}" + ("" if prof.oracle_clean else " (no setting stays under the cap)")
+    return Plan(Static(o.batch_size, o.clock_mhz, o.power_limit_w), note=note)
 
 
 METHODS: dict[str, Method] = {}
@@ -110,16 +138,52 @@ for _m in (
     ),
     Method("aimd", "AIMD", "Clipper-style on power: +4 per decision under the cap, -10% over it", _aimd),
     Method(
+        "batchdvfs",
+        "BatchDVFS",
+        "the authors' TPDS'22 successor: band search over sizes 1..255, a clock step when pinned at an end, "
+        "decisions every 3 s on the max reading",
+        _batchdvfs,
+    ),
+    Method(
+        "batchsizer-full",
+        "BatchSizer (all sizes)",
+        "Algorithm 1 over every whole size the device offers (1..256), no clock: the ablation's full set",
+        _batchsizer_full,
+    ),
+    Method(
+        "adaptive-paper",
+        "adaptive (paper's sizes)",
+        "adaptive on Algorithm 1's knobs: the paper's nine sizes, no clock",
+        _adaptive_paper,
+    ),
+    Method(
+        "adaptive",
+        "adaptive",
+        "the default controller with every whole size the device offers and the clock where it has one",
+        _adaptive_full,
+    ),
+    Method(
         "oracle",
         "Oracle",
-        "the fastest static batch size and clock whose sensor peak stays under the cap, by sweep",
+        "the fastest static setting (every size, clock and power limit) whose whole job stays under the cap",
         _oracle,
         needs_profile=True,
     ),
 ):
     register_method(_m)
 
-DEFAULT_METHODS: tuple[str, ...] = ("batchsizer", "dvfs", "dvfs-best-batch", "hw-limit", "aimd", "adaptive", "oracle")
+DEFAULT_METHODS: tuple[str, ...] = (
+    "batchsizer",
+    "dvfs",
+    "dvfs-best-batch",
+    "hw-limit",
+    "aimd",
+    "batchdvfs",
+    "adaptive",
+    "oracle",
+)
+#: the ablation of part 5: Algorithm 1 and adaptive on the same knobs (paper's sizes no clock; the full set)
+ABLATION_METHODS: tuple[str, ...] = ("batchsizer", "adaptive-paper", "batchsizer-full", "adaptive", "oracle")
 
 
 def _from_controller(name: str) -> Method:

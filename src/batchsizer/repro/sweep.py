@@ -1,47 +1,52 @@
-"""Measured sweeps for the baselines that need to know the job: the oracle and the best fixed sizes.
+"""What the baselines that need to know the job are given: the exact oracle, the best paper size, the hw-limit size.
 
-Every point is a short run of a static setting through the same control loop and sensor as the
-real runs; nothing reads the simulator's formulas. One :class:`Profile` per job serves every seed.
-
-The oracle is the fastest static (batch size, clock) whose sensor peak stays under the cap:
-
-1. a grid of sizes (powers of two and their midpoints, 1..256) at each of the card's clock levels;
-2. at each clock, a bisection over whole sizes between the largest grid size under the cap and
-   the next one above it, so the oracle has every size a controller could pick (AIMD picks any);
-   clocks whose next grid size is no faster than the best point found so far are skipped, since
-   a smaller size at that clock cannot beat it either;
-3. the candidates, fastest first, each run for the whole job (all its images): the first whose
-   sensor reading never goes over the cap is the oracle. A short sweep sees fewer noise peaks
-   and a cooler card than a whole job, so the short-run peak alone is not proof.
+One :class:`Profile` per job serves every method and seed. The oracle is
+:mod:`batchsizer.repro.oracle`'s: the fastest static (batch size, clock, power limit) over every
+setting a controller may choose whose whole job stays under the cap, checked fastest first through
+the same control loop and sensor as the real runs. The best paper size (for ``dvfs-best-batch``) is
+the same search restricted to the paper's nine sizes, sharing its checks. The hardware-limit
+baseline's size is the fastest of the paper's sizes in a short run under the card's power limit.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batchsizer.errors import BatchSizerError
-from batchsizer.policies.base import DEFAULT_BATCH_SIZES
+from batchsizer.policies.base import DEFAULT_BATCH_SIZES, Setting
 from batchsizer.policies.static import Static
 from batchsizer.repro.devices import DeviceFactory, open_job_device
 from batchsizer.repro.jobs import Job
+from batchsizer.repro.oracle import OracleResult, OracleSearch, rule_window_s
 from batchsizer.repro.runner import Plan, execute
-
-#: sizes the grid measures at every clock; the refinement fills in the whole numbers between
-ORACLE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """How long each sweep point runs: at least ``min_batches`` batches and ``min_seconds`` of device time."""
+    """How a job is profiled: the oracle's sizes and cap rule, and the hw-limit baseline's short runs.
 
+    ``sizes`` None: every whole size the device offers (1..256 on the simulator). ``rule``: ``peak``
+    or ``avg:SECONDS``. Each hw-limit point runs at least ``min_batches`` batches and ``min_seconds``
+    of device time."""
+
+    sizes: tuple[int, ...] | None = None
+    rule: str = "peak"
     min_batches: int = 20
     min_seconds: float = 1.0
-    grid: tuple[int, ...] = ORACLE_GRID
-    refine: bool = True
-    #: how many candidates may be run whole before giving up on a clean one
-    max_verify: int = 8
+
+    def __post_init__(self) -> None:
+        rule_window_s(self.rule)  # a bad rule fails here, before anything runs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sizes": list(self.sizes) if self.sizes else "all",
+            "rule": str(self.rule),
+            "min_batches": self.min_batches,
+            "min_seconds": self.min_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -61,18 +66,25 @@ class Point:
 
 @dataclass
 class Profile:
-    """What the sweeps found for one job (on one GPU, with one seed)."""
+    """What was found for one job (on one GPU, with one seed)."""
 
     job_id: int
     cap_w: float
     seed: int
-    grid: list[Point] = field(default_factory=list)
-    hw: list[Point] = field(default_factory=list)
+    #: the oracle's setting, with the whole job's measured throughput, highest judged reading and mean power
     oracle: Point | None = None
-    #: the oracle's whole-job check: (size, clock, throughput, seconds over the cap) per candidate tried
-    verified: list[tuple[int, int | None, float, float]] = field(default_factory=list)
     oracle_clean: bool = False
+    #: the oracle setting's noiseless throughput estimate
+    oracle_estimate: float = math.nan
+    #: the cap rule the oracle was judged by, and the alternating-settings limit under it (see oracle.upper_envelope)
+    rule: str = "peak"
+    envelope_throughput: float = math.nan
+    #: settings the oracle could choose from, and how many it ran (fastest estimate first) before one passed
+    oracle_settings: int = 0
+    oracle_checks: int = 0
+    oracle_wall_s: float = 0.0
     best_paper_size: int = 1
+    hw: list[Point] = field(default_factory=list)
     best_hw_size: int = 1
     hw_limit_w: float | None = None
     hw_note: str = ""
@@ -121,91 +133,36 @@ def hw_limit_for(job: Job) -> tuple[float, str]:
     return job.cap_w, ""
 
 
-def _refine(
-    factory: DeviceFactory,
-    job: Job,
-    seed: int,
-    clock: int | None,
-    lo: Point,
-    hi: Point,
-    cfg: SweepConfig,
-    out: list[Point],
-) -> None:
-    """Bisect whole sizes between ``lo`` (under the cap) and ``hi`` (over it) at one clock."""
-    a, b = lo.batch_size, hi.batch_size
-    while b - a > 1:
-        mid = (a + b) // 2
-        p = measure(factory, job, seed, mid, clock, cfg)
-        out.append(p)
-        if p.under(job.cap_w):
-            a = mid
-        else:
-            b = mid
-
-
-def _best(points: list[Point], cap_w: float) -> Point | None:
-    ok = [p for p in points if p.under(cap_w)]
-    # fastest; among equals the smaller size and lower clock (less power for the same speed)
-    return max(ok, key=lambda p: (round(p.throughput, 6), -p.batch_size, -(p.clock_mhz or 0)), default=None)
+def oracle_point(result: OracleResult) -> Point | None:
+    s: Setting | None = result.setting
+    if s is None:
+        return None
+    return Point(s.batch_size, s.clock_mhz, result.throughput, result.peak_w, result.mean_w, s.power_limit_w)
 
 
 def profile_job(
     factory: DeviceFactory, job: Job, clock_levels: tuple[int, ...], seed: int = 0, cfg: SweepConfig | None = None
 ) -> Profile:
-    """Sweep one job: the oracle's grid and check, the best paper size for DVFS, the best size under the power limit."""
+    """One job's oracle, best paper size for DVFS, and best size under the power limit (``clock_levels``:
+    the device's, whether the hw-limit baseline applies)."""
     cfg = cfg or SweepConfig()
     prof = Profile(job.id, job.cap_w, seed)
-    clocks: tuple[int | None, ...] = clock_levels or (None,)
-    for clock in clocks:
-        for size in cfg.grid:
-            prof.grid.append(measure(factory, job, seed, size, clock, cfg))
-    if cfg.refine:
-        best = _best(prof.grid, job.cap_w)
-        fronts = []
-        for clock in clocks:
-            row = sorted((p for p in prof.grid if p.clock_mhz == clock), key=lambda p: p.batch_size)
-            for lo, hi in zip(row, row[1:]):
-                if lo.under(job.cap_w) and not hi.under(job.cap_w) and hi.batch_size - lo.batch_size > 1:
-                    fronts.append((lo, hi))
-        for lo, hi in sorted(fronts, key=lambda f: -f[1].throughput):
-            if best is not None and hi.throughput <= best.throughput:
-                continue  # nothing between lo and hi can be faster than hi, which is no faster than best
-            _refine(factory, job, seed, lo.clock_mhz, lo, hi, cfg, prof.grid)
-            best = _best(prof.grid, job.cap_w)
-    _verify_oracle(factory, job, seed, cfg, prof)
-    paper = [p for p in prof.grid if p.batch_size in DEFAULT_BATCH_SIZES]
-    best_paper = _best(paper, job.cap_w)
-    prof.best_paper_size = best_paper.batch_size if best_paper else DEFAULT_BATCH_SIZES[0]
+    t0 = time.perf_counter()
+    search = OracleSearch(lambda: open_job_device(factory, job, seed), job.cap_w, job.items, sizes=cfg.sizes,
+                          rule=cfg.rule)  # fmt: skip
+    best = search.best()
+    prof.oracle, prof.oracle_clean, prof.oracle_estimate = oracle_point(best), best.clean, best.estimate
+    prof.rule = best.rule
+    prof.envelope_throughput = best.envelope.throughput if best.envelope else math.nan
+    prof.oracle_settings, prof.oracle_checks = best.settings, len(best.checks)
+    paper = search.best(lambda s: s.batch_size in DEFAULT_BATCH_SIZES)
+    prof.best_paper_size = paper.setting.batch_size if paper.setting and paper.clean else DEFAULT_BATCH_SIZES[0]
+    prof.oracle_wall_s = time.perf_counter() - t0
     prof.hw_limit_w, prof.hw_note = hw_limit_for(job)
     if clock_levels:
         for size in DEFAULT_BATCH_SIZES:
             prof.hw.append(measure(factory, job, seed, size, None, cfg, prof.hw_limit_w))
         fastest = max(prof.hw, key=lambda p: (round(p.throughput, 6), -p.batch_size))
         prof.best_hw_size = fastest.batch_size
-    prof.runs = len(prof.grid) + len(prof.hw) + len(prof.verified)
+    prof.runs = search.runs + len(prof.hw)
     return prof
-
-
-def _verify_oracle(factory: DeviceFactory, job: Job, seed: int, cfg: SweepConfig, prof: Profile) -> None:
-    """Run the candidates whole, fastest first; the first that never reads over the cap is the oracle."""
-    ok = sorted(
-        (p for p in prof.grid if p.under(job.cap_w)),
-        key=lambda p: (-round(p.throughput, 6), p.batch_size, p.clock_mhz or 0),
-    )
-    if not ok:  # nothing stays under the cap: the least power-hungry setting is the best one can do
-        lowest = min(prof.grid, key=lambda p: p.peak_w if math.isfinite(p.peak_w) else math.inf)
-        prof.oracle, prof.oracle_clean = lowest, False
-        return
-    tried: list[tuple[Point, float]] = []
-    for cand in ok[: cfg.max_verify]:
-        run = execute(
-            open_job_device(factory, job, seed), Plan(Static(cand.batch_size, cand.clock_mhz)), job.cap_w, job.items
-        )
-        over = run.summary.over_cap_s
-        prof.verified.append((cand.batch_size, cand.clock_mhz, run.summary.throughput, over))
-        tried.append((cand, over))
-        if over == 0:
-            prof.oracle, prof.oracle_clean = cand, True
-            return
-    prof.oracle = min(tried, key=lambda t: t[1])[0]
-    prof.oracle_clean = False
