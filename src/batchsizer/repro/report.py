@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchsizer.errors import ConfigError
-from batchsizer.paths import check_output_folder
+from batchsizer.paths import check_output_folder, umask_mode
 from batchsizer.records import write_json_atomic
 from batchsizer.repro.experiment import ExperimentResult, JobOutcome, aggregate, spread
 
@@ -188,6 +188,7 @@ def check_out_dir(out: Path) -> Path:
 def _write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, umask_mode())  # mkstemp makes 0600; the PNGs beside it get the umask's mode
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
