@@ -9,6 +9,7 @@ did not ask for. ``-`` means standard output.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -39,8 +40,9 @@ def _probe_folder(folder: Path, field: str, target: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise ConfigError(field, f"cannot write {target}: no file can be created in {folder} ({why})") from None
+        # ENOENT for a folder that exists (a virtual file system such as /proc) would read "no such file"
+        why = "" if exc.errno == errno.ENOENT else f" ({exc.strerror or exc})"
+        raise ConfigError(field, f"cannot write {target}: files cannot be created in {folder}{why}") from None
 
 
 def check_output_file(path: Path, field: str) -> Path:
