@@ -211,3 +211,57 @@ def test_rejected_cap_file_content_is_an_event_in_the_records(tmp_path: Path) ->
 def test_the_pipe_view_says_items_per_second() -> None:
     result = run("run", "--items", "300")
     assert "items/s" in result.stdout and "img/s" not in result.stdout
+
+
+# -- --config, -v, bare batchsizer, --help
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("window = 1.5", "window = 1.5: must be a whole number"),
+        ("cap = [1, 2]", "cap = [1, 2]: must be a single value, not a list"),
+        ('cap = "150"', 'cap = "150": must be a number (without quotes)'),
+        ("controller = 3", "controller = 3: must be text in quotes"),
+        ("quiet = 1", "quiet = 1: must be true or false"),
+        ('sim-sensor = "x"', "sim-sensor = \"x\": 'x' is not one of"),
+    ],
+)
+def test_config_value_of_the_wrong_type_is_one_line_naming_file_and_key(line: str, words: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "job.toml"
+    cfg.write_text(line + "\n")
+    result = run("run", "-q", "--items", "50", "--config", str(cfg))
+    err = one_error_line(result, "config")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{cfg}: {words}" in err, err
+
+
+def test_config_lists_still_work_for_comma_separated_options(tmp_path: Path) -> None:
+    cfg = tmp_path / "job.toml"
+    cfg.write_text("sizes = [1, 2, 4]\ncontroller = \"batchsizer\"\nwindow = 5\n")
+    result = run("run", "-q", "--items", "300", "--config", str(cfg), "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s.json").read_text())["controller"]["sizes"] == [1, 2, 4]
+
+
+def test_verbose_after_the_subcommand_too() -> None:
+    import logging
+
+    result = run("run", "-v", "-q", "--items", "100")
+    assert result.exit_code == 0, result.output
+    assert logging.getLogger().level == logging.INFO
+    logging.getLogger().setLevel(logging.WARNING)
+    assert run("plot", "--help").output.count("--verbose") == 1
+
+
+def test_bare_batchsizer_prints_the_help_and_exits_0() -> None:
+    result = run()
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.stdout and "Commands:" in result.stdout and "Exit codes" in result.stdout
+
+
+def test_help_documents_exit_codes_and_completion() -> None:
+    text = run("--help").stdout
+    for code in ("0 ", "1 ", "2 ", "3 ", "130", "143"):
+        assert f"\n    {code}" in text, text
+    assert "_BATCHSIZER_COMPLETE=bash_source batchsizer" in text
