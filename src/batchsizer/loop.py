@@ -357,6 +357,8 @@ class ControlLoop:
             period.asked_batches = decision.window_batches
             period.watch = decision.stop_on_violation and every is not None
             summary.periods += 1
+        else:  # the job's tail: in the records and views too, with no decision (the setting stays)
+            self._emit("on_period", PeriodRecord(obs, pw, Decision(self.setting, "end"), samples))
         period.restart(now)
 
     def _should_stop(self, summary: Summary) -> bool:
