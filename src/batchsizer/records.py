@@ -74,21 +74,28 @@ class RecordWriter:
             self._file.close()
 
 
-def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every complete record in a file; a partial or corrupt line (a crash mid-write) is skipped."""
+def iter_numbered_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number from 1, record) for every complete record; a partial or corrupt line (a crash
+    mid-write) is skipped. Files of older versions read the same (their fields are only fewer)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("records", f"{p} is not a file")
     with open(p, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for n, line in enumerate(f, start=1):
             if not line.endswith("\n"):
                 return  # the line in flight when the job stopped
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(obj, dict) and "type" in obj:
-                yield obj
+            if isinstance(obj, dict) and isinstance(obj.get("type"), str):
+                yield n, obj
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every complete record in a file; a partial or corrupt line (a crash mid-write) is skipped."""
+    for _, obj in iter_numbered_records(path):
+        yield obj
 
 
 def read_records(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
