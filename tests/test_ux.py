@@ -265,3 +265,56 @@ def test_help_documents_exit_codes_and_completion() -> None:
     for code in ("0 ", "1 ", "2 ", "3 ", "130", "143"):
         assert f"\n    {code}" in text, text
     assert "_BATCHSIZER_COMPLETE=bash_source batchsizer" in text
+
+
+# -- profile
+
+
+def test_profile_shows_a_progress_bar_naming_the_point_with_an_estimate() -> None:
+    import io
+
+    from rich.console import Console
+
+    from batchsizer.cli.commands.profile import ProfileProgress, run_profile
+    from batchsizer.cli.options import make_workload_options
+    from batchsizer.workloads import open_workload
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    workload = open_workload(make_workload_options(device="sim:p40", model="res101", dataset="caltech",
+                                                   items=500, images=None, seed=0))  # fmt: skip
+    seen: list[tuple[int, int | None]] = []
+    with workload.device, ProfileProgress([1, 8, 64], [None], 3, 1, console) as bar:
+        assert bar.total == (1 + 8 + 64) * 4
+        real_point = bar.point
+        bar.point = lambda size, clock: (seen.append((size, clock)), real_point(size, clock))  # type: ignore[method-assign]
+        run_profile(workload, [1, 8, 64], batches=3, warmup=1, progress=bar)
+        assert bar._progress.tasks[0].completed == bar.total  # every item counted
+        frame = Console(file=io.StringIO(), width=120, record=True)
+        frame.print(bar._progress.get_renderable())
+        text = frame.export_text()
+    assert seen == [(1, None), (8, None), (64, None)]
+    assert "profiling batch size 64" in text and "100%" in text and "left" in text
+
+
+def test_profile_wording_without_a_meter_and_with_the_default_clock() -> None:
+    import math
+
+    from batchsizer.cli.commands.profile import _line, saturation_line
+
+    row = {"clock_mhz": None, "batch_size": 4, "throughput": 10.0, "peak_w": math.nan, "mean_w": math.nan,
+           "latency_s": 0.1}  # fmt: skip
+    assert "peak    n/a" in _line(row) and "- W" not in _line(row)
+    assert saturation_line({"default": 1}).endswith("at batch size 1")
+    assert saturation_line({"544": 8, "1531": 16}).endswith("at batch size 8 at 544 MHz, 16 at 1531 MHz")
+
+
+def test_profile_csv_and_json_to_stdout(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("profile", "--items", "500", "--sizes", "1,4", "--batches", "2", "--warmup", "0", "--csv", "-")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("clock_mhz,batch_size") and len(result.stdout.splitlines()) == 3
+    assert "saturates" in result.stderr and not (tmp_path / "-").exists()
+    result = run("profile", "--items", "500", "--sizes", "1,4", "--batches", "2", "--json", "-")
+    data = json.loads(result.stdout)
+    assert len(data["rows"]) == 2 and data["saturation"] and "saturates" in result.stderr
