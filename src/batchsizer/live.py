@@ -203,7 +203,7 @@ class Warnings(LoopObserver):
     """With ``--quiet``: warnings (telemetry faults, cap not met, out of memory...) still reach stderr."""
 
     #: events that are news, not warnings
-    QUIET_KINDS = ("cap",)
+    QUIET_KINDS = ("cap", "telemetry-recovered")
 
     def on_event(self, kind: str, message: str, **fields: Any) -> None:
         if kind not in self.QUIET_KINDS:
