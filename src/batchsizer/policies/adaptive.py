@@ -39,6 +39,8 @@ GAIN_EPS = 0.01
 PROBE_UPDATES = 3
 #: standard deviations of a load change: two residuals past this, the same way, reset the model
 CHANGE_SIGMAS = 5.0
+#: periods a setting may be held for a clean reading before its mixed readings are taken as they are
+MAX_SETTLING = 2
 #: every whole size from 1 to this is a candidate unless the user gives a list
 DEFAULT_MAX_SIZE = 256
 
@@ -76,6 +78,8 @@ class Adaptive(Controller):
         self._suspect: int = 0  # sign of the last large residual at the current setting (0: none)
         self._update_s = 0.0
         self._settle_s = 0.0
+        self._settling = 0
+        self._coverage = 1.0
         self.changes = 0
 
     def _set_knobs(self, knobs: DeviceKnobs) -> None:
@@ -132,6 +136,8 @@ class Adaptive(Controller):
         b, k = obs.setting.batch_size, self._level_of(obs.setting)
         batch_s = obs.duration_s / obs.batches if obs.batches else math.nan
         clean = obs.clean_peak_w if math.isfinite(obs.clean_peak_w) else None
+        if clean is None and self._settling >= MAX_SETTLING:
+            clean = obs.peak_w  # the sensor never gave a reading of this setting alone: take what it gave
         cap_during = obs.period_cap_w if math.isfinite(obs.period_cap_w) else obs.cap_w
         if clean is not None:
             z = self.model.residual(b, k, obs.mean_w, batch_s)
@@ -161,7 +167,21 @@ class Adaptive(Controller):
         if obs.update_period_s is not None and math.isfinite(obs.update_period_s):
             self._update_s = max(float(obs.update_period_s), 0.0)
         self._settle_s = self._update_s + obs.sensor_window_s + obs.cap_rule_window_s
+        # a sensor whose window is shorter than its update period sees only part of the time: a period
+        # needs more updates before its highest reading is likely to have caught the batches' peak
+        if self._update_s > 0 and 0 < obs.sensor_window_s < self._update_s:
+            self._coverage = obs.sensor_window_s / self._update_s
+        else:
+            self._coverage = 1.0
         self._learn(obs)
+        here = self.model.stats.get((obs.setting.batch_size, self._level_of(obs.setting)))
+        unread = here is None or (not here.measured and here.at_least_w <= 0)
+        if unread and obs.peak_w <= obs.cap_w and self._settling < MAX_SETTLING:
+            # no reading of this setting alone yet (the period was shorter than the sensor needs) and
+            # nothing over the cap: stay, for a period long enough to get one
+            self._settling += 1
+            return self._decision("settling", True)
+        self._settling = 0
         size, level, reason, probe = self._choose(obs.cap_w)
         self.size, self.level = size, level
         return self._decision(reason, probe)
@@ -243,7 +263,7 @@ class Adaptive(Controller):
         st = self.model.stats.get((self.size, self.level))
         batch_s = st.batch_s if st is not None and math.isfinite(st.batch_s) else None
         # long enough for a clean reading, and for a probe little more: a few sensor updates after it
-        min_s = self._settle_s + PROBE_UPDATES * self._update_s
+        min_s = self._settle_s + math.ceil(PROBE_UPDATES / self._coverage) * self._update_s
         state = {"size": self.size, "level": self.level if self.kind else None, "measured": len(self.model.stats)}
         return Decision(
             self._setting(),

@@ -34,7 +34,7 @@ SIZE_EXPONENT_PRIOR = 1.0
 #: and a pure per-item cost, 1)
 TIME_EXPONENT_PRIOR = 0.5
 #: a setting's peak is the highest of its last this-many clean readings
-KEEP = 4
+KEEP = 32
 #: the margin's noise is this quantile of how far new readings rose above a setting's known peak
 NOISE_QUANTILE = 0.8
 RISES_KEPT = 64
@@ -56,6 +56,8 @@ class KnobPrior:
 
 #: clocks: dynamic power ~ f*V(f)^2, compute time ~ 1/f; power limits: power follows the limit,
 #: time about its square root (the clock the limiter settles on, power ~ f^2 to f^3)
+#: power grows with a knob level no faster than its cube (f * V(f)^2, V at most proportional to f)
+KNOB_MAX_POWER_EXPONENT = 3.0
 KNOB_PRIORS: dict[str, KnobPrior] = {
     "clock": KnobPrior(bound=3.0, power=2.0, time=1.0),
     "limit": KnobPrior(bound=1.0, power=1.0, time=0.5),
@@ -181,7 +183,18 @@ class SafeModel:
 
     def exponents(self, level: float) -> tuple[float, float]:
         """(up, down) at ``level``: how steeply power may rise and fall with batch size there, from
-        pairs of sizes measured at that level (a slope at one clock says nothing of another's)."""
+        pairs of sizes measured at that level; where there are none, the steepest learned at a higher
+        level (the dynamic part scales with the level and the idle floor does not, so total power
+        rises no more steeply in log-log at a lower level); the prior where none is learned."""
+        own = self._own_exponents(level)
+        if own is not None:
+            return own
+        higher = [e for k in self.levels if k > level and (e := self._own_exponents(k)) is not None]
+        if higher:
+            return max(e[0] for e in higher), max(e[1] for e in higher)
+        return SIZE_EXPONENT_PRIOR, 0.0
+
+    def _own_exponents(self, level: float) -> tuple[float, float] | None:
         ups: list[float] = []
         downs: list[float] = []
         pts = sorted((b, st.peak_w) for (b, k), st in self.stats.items() if k == level and st.measured)
@@ -197,6 +210,8 @@ class SafeModel:
             (ups if slope >= 0 else downs).append(abs(slope))
             if slope < 0 and abs(slope) <= noise:
                 downs.pop()  # a fall within the noise is no evidence of power falling
+        if not ups and not downs:
+            return None
         up = SLOPE_SAFETY * max(ups) if ups else SIZE_EXPONENT_PRIOR
         down = SLOPE_SAFETY * max(downs) if downs else 0.0
         return min(up, 2.0), min(down, 2.0)
@@ -281,15 +296,13 @@ class SafeModel:
         kp, kt = self.knob_exponents(near, power, time)
         ratio = level / near
         floor = self._floor(power)
-        duty = self._duty(near)
-        return floor + (power - floor) * ratio**kp, time * ((1 - duty) + duty * ratio ** (-kt))
+        return floor + (power - floor) * ratio**kp, time * ratio ** (-kt)
 
     def knob_exponents(self, near: float, power: np.ndarray, time: np.ndarray) -> tuple[float, float]:
         """(power, time) exponents of the knob: from every reading at another level than ``near``
         against ``near``'s curve (``power``, ``time``) at that size; the knob's prior where there is none."""
         kp, kt = [], []
         floor = self._floor(power)
-        duty = self._duty(near)
         for (b, k), st in self.stats.items():
             if k == near or not st.measured or not math.isfinite(st.batch_s):
                 continue
@@ -297,19 +310,10 @@ class SafeModel:
             lr = math.log(k / near)
             if st.peak_w - floor > 1 and power[i] - floor > 1:
                 kp.append(math.log((st.peak_w - floor) / (power[i] - floor)) / lr)
-            stretch = (st.batch_s / time[i] - (1 - duty[i])) / max(duty[i], 1e-6)
-            if duty[i] > 0.05 and stretch > 0:
-                kt.append(-math.log(stretch) / lr)
-        return (float(np.median(kp)) if kp else self.prior.power, float(np.median(kt)) if kt else self.prior.time)
-
-    def _duty(self, level: float) -> np.ndarray:
-        """The share of a batch's time the GPU computes at each size, from mean against peak power at
-        the nearest size measured at ``level`` (host time draws the idle floor)."""
-        rows = sorted((b, st) for (b, k), st in self.stats.items() if k == level and st.measured and st.means)
-        ones = np.ones(self.sizes.shape)
-        if not rows or not math.isfinite(self.floor_w) or sum(st.measured for st in self.stats.values()) < 2:
-            return ones  # no floor to tell host time from compute time yet: assume all of it computes
-        b = np.array([r[0] for r in rows], dtype=float)
-        span = np.array([st.peak_w - self.floor_w for _, st in rows])
-        d = np.where(span > 1e-6, (np.array([st.mean_w for _, st in rows]) - self.floor_w) / np.maximum(span, 1e-6), 1.0)
-        return np.interp(np.log(self.sizes), np.log(b), np.clip(d, 0.0, 1.0))
+            if st.batch_s > 0 and time[i] > 0:
+                kt.append(-math.log(st.batch_s / time[i]) / lr)
+        # physical limits: power does not fall as the level rises; a batch takes no less than
+        # in inverse proportion to the clock (or limit) and no longer than at a lower one
+        p = min(max(float(np.median(kp)), 0.0), KNOB_MAX_POWER_EXPONENT) if kp else self.prior.power
+        t = min(max(float(np.median(kt)), 0.0), 1.0) if kt else self.prior.time
+        return p, t
