@@ -201,6 +201,8 @@ class ServingEngine:
             [_Dispatcher(self), *observers],
             self.stop_event,
         )
+        #: the job's start on the device clock (a cap schedule counts from it)
+        self.t0 = device.clock.now()
         self.summary: Summary | None = None
         self.error: BaseException | None = None
         self.started = threading.Event()
@@ -209,6 +211,7 @@ class ServingEngine:
     # running -----------------------------------------------------------------------------------
     def run(self) -> Summary:
         """Run the loop in this thread until the source ends (drained, or arrivals played out)."""
+        self.t0 = self.device.clock.now()
         self.started.set()
         try:
             self.summary = self.loop.run(self.source)
