@@ -257,3 +257,48 @@ def _Server(config: Any) -> Any:  # noqa: N802  (a class built on first use: uvi
 
 def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f} ms"
+
+
+class ThreadedServer:
+    """A server on 127.0.0.1 and a port the system picks, in a thread of this process (tests,
+    notebooks): ``with ThreadedServer(opts) as s: httpx.get(s.url + "/healthz")``; leaving the block
+    drains the engine and stops uvicorn."""
+
+    def __init__(self, opts: ServeOptions, host: str = "127.0.0.1") -> None:
+        self.opts = opts
+        self.host = host
+        self.serving: Serving | None = None
+        self.summary: dict[str, Any] | None = None
+
+    def __enter__(self) -> ThreadedServer:
+        import threading
+        import time
+
+        import uvicorn
+
+        from batchsizer.cli.commands.serve import bind
+
+        self.sock = bind(self.host, 0)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{self.host}:{self.port}"
+        self.serving = open_serving(self.opts)
+        self.serving.engine.start()
+        self.server = uvicorn.Server(uvicorn.Config(self.serving.app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    @property
+    def engine(self) -> ServingEngine:
+        assert self.serving is not None
+        return self.serving.engine
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        if self.serving is not None:
+            self.summary = finish(self.serving, self.opts)
+        self.sock.close()
