@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -67,7 +66,9 @@ def test_admission_refuses_what_cannot_meet_the_slo():
     assert admit(None, 0.1).accept  # nothing known: accept
 
 
-def _play(rate: float, seconds: float, cap_w: float, controller: str = "adaptive", admission: bool = True, seed: int = 1):
+def _play(
+    rate: float, seconds: float, cap_w: float, controller: str = "adaptive", admission: bool = True, seed: int = 1
+):
     device = make_sim_device("a100", "res50", "imagenet", seed=seed, host_scale=0.1)
     rng = random.Random(seed)
     arrivals, t = [], 0.0
@@ -279,7 +280,9 @@ def test_sigterm_answers_everything_queued_and_exits_0(tmp_path):
         async def burst() -> list[int]:
             async with httpx.AsyncClient(timeout=20) as c:
                 tasks = [
-                    asyncio.create_task(c.post(url + "/v1/classify", content=_png(), headers={"content-type": "image/png"}))
+                    asyncio.create_task(
+                        c.post(url + "/v1/classify", content=_png(), headers={"content-type": "image/png"})
+                    )
                     for _ in range(30)
                 ]
                 await asyncio.sleep(0.3)

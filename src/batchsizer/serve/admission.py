@@ -48,10 +48,8 @@ def predict_latency(
     if full is None:
         return None
     free_at = busy_s + ahead * full
-    if ahead == 0 and depth > 0:
-        wait_left = max(max_wait_s - head_age_s, 0.0)
-    else:
-        wait_left = max_wait_s  # the request itself will be the oldest of its batch
+    # the oldest of the request's batch: the queue's head, or (behind full groups) the request itself
+    wait_left = max(max_wait_s - head_age_s, 0.0) if ahead == 0 and depth > 0 else max_wait_s
     to_fill = (cap - pos - 1) / rate if rate > 0 else math.inf
     leaves = max(free_at, min(wait_left, to_fill))
     size = min(cap, pos + 1 + (math.floor(rate * leaves) if rate > 0 else 0))

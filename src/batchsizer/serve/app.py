@@ -11,6 +11,7 @@ answered without touching the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
@@ -89,17 +90,19 @@ def create_app(engine: ServingEngine, settings: AppSettings, metrics: ServerMetr
                 if not future.done():
                     future.set_result(answer)
 
-            try:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (shutting down): nobody waits
                 loop.call_soon_threadsafe(settle)
-            except RuntimeError:  # the event loop is gone (shutting down): nobody is waiting
-                pass
 
         verdict, accepted = engine.offer(payload, on_answer)
         if accepted is None:
             metrics.answered("rejected")
             predicted = verdict.predicted_s
-            why = "the server is stopping" if math.isinf(predicted) else (
-                f"predicted latency {predicted * 1000:.0f} ms exceeds the SLO of {engine.config.slo_s * 1000:g} ms"
+            why = (
+                "the server is stopping"
+                if math.isinf(predicted)
+                else (
+                    f"predicted latency {predicted * 1000:.0f} ms exceeds the SLO of {engine.config.slo_s * 1000:g} ms"
+                )
             )
             return _error(503, f"overloaded: {why}", {"Retry-After": str(max(1, verdict.retry_after_s))})
         answer = await future

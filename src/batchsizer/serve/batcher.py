@@ -81,13 +81,16 @@ class BatcherConfig:
     admission: bool = True
     latency_cap: bool = True
     max_queue: int = 100_000
+    #: admission and the latency limit aim at this share of the SLO (the predictions are not exact)
+    headroom: float = 0.9
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.slo_s) and self.slo_s > 0):
             raise ConfigError("slo-ms", f"must be a positive number of milliseconds, got {self.slo_s * 1000:g}")
         if not (math.isfinite(self.max_wait_s) and 0 <= self.max_wait_s < self.slo_s):
             raise ConfigError(
-                "max-wait-ms", f"must be 0 or more and less than the SLO ({self.slo_s * 1000:g} ms), got {self.max_wait_s * 1000:g}"
+                "max-wait-ms",
+                f"must be 0 or more and less than the SLO ({self.slo_s * 1000:g} ms), got {self.max_wait_s * 1000:g}",
             )
         if not self.sizes:
             raise ConfigError("sizes", "must hold at least one size")
@@ -142,14 +145,18 @@ class Batcher:
             cfg = self.config
             lat, p99 = cfg.sizes[-1], None
             if cfg.latency_cap:
-                lat, p99 = latency_limit(self.model, cfg.sizes, self.rate.rate(now), cfg.max_wait_s, cfg.slo_s)
+                lat, p99 = latency_limit(
+                    self.model, cfg.sizes, self.rate.rate(now), cfg.max_wait_s, cfg.slo_s * cfg.headroom
+                )
             power = self._power_size
             size, why = (power, "power") if power <= lat else (lat, "latency")
             self._cap = CapState(size, why, power, lat, p99)
             return self._cap
 
     # arrivals ----------------------------------------------------------------------------------
-    def offer(self, payload: Any, now: float, on_answer: Callable[[Request, Answer], None] | None = None) -> tuple[Verdict, Request | None]:
+    def offer(
+        self, payload: Any, now: float, on_answer: Callable[[Request, Answer], None] | None = None
+    ) -> tuple[Verdict, Request | None]:
         """Admit a request arriving at ``now`` or refuse it (then it is not queued)."""
         with self.lock:
             self.rate.add(now)
@@ -172,7 +179,7 @@ class Batcher:
                     max_wait_s=self.config.max_wait_s,
                     head_age_s=head_age,
                 )
-                verdict = admit(predicted, self.config.slo_s)
+                verdict = admit(predicted, self.config.slo_s * self.config.headroom)
             if not verdict.accept:
                 self.counts["rejected"] += 1
                 return verdict, None
@@ -277,7 +284,9 @@ class RealtimeSource(_SourceBase):
         self.cond = threading.Condition(batcher.lock)
         self._draining = False
 
-    def offer(self, payload: Any, on_answer: Callable[[Request, Answer], None] | None = None) -> tuple[Verdict, Request | None]:
+    def offer(
+        self, payload: Any, on_answer: Callable[[Request, Answer], None] | None = None
+    ) -> tuple[Verdict, Request | None]:
         with self.cond:
             if self._draining:
                 return Verdict(False, math.inf, 1), None
@@ -329,7 +338,9 @@ class VirtualSource(_SourceBase):
     idles to the next arrival or deadline when no batch is due. ``idle(seconds)`` moves the device's
     clock while it waits (``SimDevice.idle``)."""
 
-    def __init__(self, batcher: Batcher, clock: Clock, arrivals: Sequence[Arrival], idle: Callable[[float], None]) -> None:
+    def __init__(
+        self, batcher: Batcher, clock: Clock, arrivals: Sequence[Arrival], idle: Callable[[float], None]
+    ) -> None:
         super().__init__(batcher)
         self.clock = clock
         self.arrivals = sorted(arrivals, key=lambda a: a.t)

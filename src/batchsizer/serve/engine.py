@@ -17,6 +17,7 @@ source's ``batch_size`` to the controller's size. Two things differ from a batch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections import deque
@@ -85,11 +86,11 @@ class ServingController(Controller):
             busy = min(max(ran.busy_s, 1e-9), obs.duration_s) if obs.duration_s > 0 else ran.busy_s
             seen = replace(obs, setting=replace(obs.setting, batch_size=ran.max_size), end=obs.start + busy)
         decision = self.inner.decide(seen)
-        limit = max(1, math.floor(self.growth * max(ran.max_size, 1)))
+        limit = math.inf if math.isinf(self.growth) else max(1, math.floor(self.growth * max(ran.max_size, 1)))
         if decision.setting.batch_size > limit:
             decision = replace(
                 decision,
-                setting=replace(decision.setting, batch_size=limit),
+                setting=replace(decision.setting, batch_size=int(limit)),
                 reason=f"{decision.reason}; held at {limit} (batches reached {ran.max_size})",
             )
         self.last = decision
@@ -224,10 +225,8 @@ class ServingEngine:
 
     def start(self) -> threading.Thread:
         def target() -> None:
-            try:
+            with contextlib.suppress(BaseException):  # kept in self.error; the server reports it
                 self.run()
-            except BaseException:  # kept in self.error; the server reports it and answers 500
-                pass
 
         self._thread = threading.Thread(target=target, name="batchsizer-serve-loop", daemon=True)
         self._thread.start()
@@ -253,7 +252,9 @@ class ServingEngine:
                 self.latency.add("failed")
 
     # requests ----------------------------------------------------------------------------------
-    def offer(self, payload: Any, on_answer: Callable[[Request, Answer], None] | None = None) -> tuple[Any, Request | None]:
+    def offer(
+        self, payload: Any, on_answer: Callable[[Request, Answer], None] | None = None
+    ) -> tuple[Any, Request | None]:
         """Admit a request (its answer goes to ``on_answer`` from the loop's thread) or refuse it."""
         if self.error is not None or (self._thread is not None and not self._thread.is_alive()):
             from batchsizer.serve.admission import Verdict

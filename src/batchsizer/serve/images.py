@@ -43,13 +43,13 @@ def image_bytes(body: bytes, content_type: str | None) -> bytes:
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise BadRequest(400, "body is not valid JSON; send {\"image\": \"<base64 JPEG or PNG>\"}") from None
+            raise BadRequest(400, 'body is not valid JSON; send {"image": "<base64 JPEG or PNG>"}') from None
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
-            raise BadRequest(400, "JSON body must be an object with \"image\": a base64 string")
+            raise BadRequest(400, 'JSON body must be an object with "image": a base64 string')
         try:
             body = base64.b64decode(doc["image"], validate=True)
         except (binascii.Error, ValueError):
-            raise BadRequest(400, "\"image\" is not valid base64") from None
+            raise BadRequest(400, '"image" is not valid base64') from None
     kind = sniff(body)
     if kind is None:
         raise BadRequest(400, "body is not a JPEG or PNG image")

@@ -143,6 +143,8 @@ async def run_rate(
     )
 
 
-def sweep(url: str, rates: list[float], duration_s: float, bodies: list[tuple[bytes, str]], **kw: Any) -> list[RateResult]:
+def sweep(
+    url: str, rates: list[float], duration_s: float, bodies: list[tuple[bytes, str]], **kw: Any
+) -> list[RateResult]:
     """One run per rate, in order."""
     return [asyncio.run(run_rate(url, r, duration_s, bodies, seed=i, **kw)) for i, r in enumerate(rates)]

@@ -32,7 +32,9 @@ class _EngineGauges:
         now = e.device.clock.now()
         cap = e.batcher.size_cap(now)
         rec = e.last_period
-        power = GaugeMetricFamily("batchsizer_power_watts", "Sensor power over the last control period", labels=["stat"])
+        power = GaugeMetricFamily(
+            "batchsizer_power_watts", "Sensor power over the last control period", labels=["stat"]
+        )
         if rec is not None:
             power.add_metric(["peak"], _num(rec.observation.peak_w))
             power.add_metric(["mean"], _num(rec.observation.mean_w))
@@ -56,7 +58,9 @@ class _EngineGauges:
             value=e.energy_j / answered if answered else math.nan,
         )
         yield GaugeMetricFamily("batchsizer_energy_joules", "Energy measured so far", value=e.energy_j)
-        yield GaugeMetricFamily("batchsizer_over_cap_seconds", "Time with the sensor over the cap", value=e.over_cap.over_s)
+        yield GaugeMetricFamily(
+            "batchsizer_over_cap_seconds", "Time with the sensor over the cap", value=e.over_cap.over_s
+        )
         frac = e.over_cap.over_s / e.observed_s if e.observed_s > 0 else 0.0
         yield GaugeMetricFamily("batchsizer_over_cap_ratio", "Share of the time over the cap", value=frac)
 

@@ -78,7 +78,11 @@ def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
         from batchsizer.serve.realtime import RealtimeSimDevice
         from batchsizer.sim import GPU_NAMES, make_sim_device
 
-        rest = w.device.split(":", 1)[1].strip().lower() if ":" in w.device and w.device.split(":", 1)[1].strip() else "p40"
+        rest = (
+            w.device.split(":", 1)[1].strip().lower()
+            if ":" in w.device and w.device.split(":", 1)[1].strip()
+            else "p40"
+        )
         if rest.startswith("zeus-"):
             from batchsizer.sim.table_plant import make_table_device
 
@@ -97,7 +101,6 @@ def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
         from batchsizer.workloads import open_workload
 
         workload = open_workload(w)
-        from batchsizer.serve.images import decode_array
         from batchsizer.serve.torch_model import TopKRunner, stack_images
 
         device = workload.device
@@ -136,7 +139,14 @@ def open_serving(opts: ServeOptions, observers: list[LoopObserver] | None = None
             recorder = _ServeRecorder(RecordWriter(opts.records), extra={"workload": info, "serve": _describe(opts)})
             obs.append(recorder)
         engine = ServingEngine(
-            device, controller, caps, config, window=opts.window, observers=obs, prepare=prepare, time_scale=opts.time_scale
+            device,
+            controller,
+            caps,
+            config,
+            window=opts.window,
+            observers=obs,
+            prepare=prepare,
+            time_scale=opts.time_scale,
         )
         if recorder is not None:
             recorder.engine = engine
@@ -217,7 +227,9 @@ def run_server(opts: ServeOptions, sock: socket.socket) -> None:
         server.run(sockets=[sock])
     finally:
         if server.stop_signal is not None:
-            click.echo(f"[{signal.Signals(server.stop_signal).name}] stopped accepting; answering what is queued", err=True)
+            click.echo(
+                f"[{signal.Signals(server.stop_signal).name}] stopped accepting; answering what is queued", err=True
+            )
         doc = finish(serving, opts)
     s = engine.summary
     if s is not None:

@@ -74,7 +74,9 @@ def command(**kw: Any) -> None:
             f"{r.goodput:>8.1f} {_f(r.p50_ms):>8} {_f(r.p95_ms):>8} {_f(r.p99_ms):>8}"
         )
     if kw["json_path"] is not None:
-        write_json_atomic(kw["json_path"], {"url": url, "slo_ms": kw["slo_ms"], "rates": [r.to_dict() for r in results]})
+        write_json_atomic(
+            kw["json_path"], {"url": url, "slo_ms": kw["slo_ms"], "rates": [r.to_dict() for r in results]}
+        )
 
 
 def _f(x: float | None) -> str:

@@ -31,7 +31,10 @@ DEFAULT_CAP_W = 200.0
 @controller_options
 @click.option("--slo-ms", type=float, default=100.0, help="Latency SLO (p99 target) in milliseconds.")
 @click.option(
-    "--max-wait-ms", type=float, default=5.0, help="A batch leaves when full or when its oldest request waited this long."
+    "--max-wait-ms",
+    type=float,
+    default=5.0,
+    help="A batch leaves when full or when its oldest request waited this long.",
 )
 @click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
 @click.option("--port", type=int, default=8000, help="Port to listen on (0: one the system picks, printed).")
@@ -77,7 +80,9 @@ def command(**kw: Any) -> None:
     opts = make_workload_options(**{**kw, "items": 1})
     caps = make_cap_source(kw["cap"], kw["cap_schedule"], kw["cap_file"], DEFAULT_CAP_W, from_gpu=kw["cap_from_gpu"])
     if kw["cap_from_gpu"] and device_kind(kw["device"]) != "cuda":
-        raise ConfigError("cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {kw['device']!r}")
+        raise ConfigError(
+            "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {kw['device']!r}"
+        )
     choices = controller_kwargs(**kw)
     check_alpha(choices["alpha"])
     window = Window(batches=kw["window_batches"], seconds=kw["window_seconds"])
@@ -85,7 +90,9 @@ def command(**kw: Any) -> None:
         if not (kw[name] > 0 and kw[name] < float("inf")):
             raise ConfigError(name.replace("_", "-"), f"must be a positive number, got {kw[name]:g}")
     if not 0 <= kw["max_wait_ms"] < kw["slo_ms"]:
-        raise ConfigError("max-wait-ms", f"must be 0 or more and less than --slo-ms ({kw['slo_ms']:g}), got {kw['max_wait_ms']:g}")
+        raise ConfigError(
+            "max-wait-ms", f"must be 0 or more and less than --slo-ms ({kw['slo_ms']:g}), got {kw['max_wait_ms']:g}"
+        )
     if not 1 <= kw["top_k"] <= 1000:
         raise ConfigError("top-k", f"must be between 1 and 1000, got {kw['top_k']}")
     if not 0 <= kw["port"] <= 65535:
