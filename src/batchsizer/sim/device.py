@@ -175,6 +175,27 @@ class SimDevice(Device):
         self.clock.advance(t - start)
         return BatchOutcome(start, self.clock.now())
 
+    def idle(self, seconds: float) -> None:
+        """The card sits idle for ``seconds`` (a server waiting for requests): the clock moves on, the
+        trace holds idle power, and the card's power average, temperature and limiter age with it."""
+        if seconds <= 0:
+            return
+        leak = 1.0 + LEAKAGE_PER_C * self.temp_rise_c if self.thermal else 1.0
+        t = self.clock.now()
+        idle = self.plant.idle_w * leak
+        self.trace.append(t, idle)
+        if self._limiting() and not self.plant.handles_power_limit:
+            # the limiter re-steers in short steps; past ~5 s of idle its average has settled anyway
+            left = seconds
+            while left > 1e-9:
+                dt = min(LIMIT_CHUNK_S * 2, left) if seconds - left < 5.0 else left
+                self._age(idle * dt, dt)
+                self._steer(dt)
+                left -= dt
+        else:
+            self._age(idle * seconds, seconds)
+        self.clock.advance(seconds)
+
     def _compute_throttled(self, n: int, t: float, tfac: float, pfac: float, leak: float) -> float:
         """Compute in short steps, the card's limiter re-choosing the clock between them."""
         remaining = 1.0

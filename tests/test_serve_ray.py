@@ -1,0 +1,36 @@
+"""The Ray Serve integration on a local Ray (2 CPUs, 127.0.0.1): the controller moves @serve.batch's size cap."""
+
+from __future__ import annotations
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray[serve] is not installed (pip install 'batchsizer[fleet]')")
+serve = pytest.importorskip("ray.serve", reason="ray[serve] is not installed")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", object_store_memory=80 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False)  # fmt: skip
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_controller_sets_serve_batch_size_at_run_time(local_ray):
+    from batchsizer.serve.loadgen import _tiny_png
+    from batchsizer.serve.ray_serve import capped_classifier
+
+    app = capped_classifier(device="sim:a100", model="res50", cap_w=250, window_seconds=0.3).bind()
+    handle = serve.run(app, name="capped", route_prefix=None)
+    png = _tiny_png()
+    answers = []
+    for _ in range(6):  # waves of concurrent requests, so Ray has something to batch
+        answers.extend(r.result(timeout_s=30) for r in [handle.remote(png) for _ in range(30)])
+    assert len(answers) == 180 and all(a["simulated"] for a in answers)
+    assert answers[0]["top_k"] == answers[-1]["top_k"]  # deterministic pseudo-classes
+    sizes = handle.size_caps.remote().result(timeout_s=10)
+    assert sizes and max(sizes) > 1  # the controller raised the cap from its initial size
+    assert max(a["batch_size"] for a in answers) > 1  # and Ray's batches followed it
