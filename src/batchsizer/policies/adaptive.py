@@ -194,10 +194,11 @@ class Adaptive(Controller):
         speed = self._grid_b / time
         measured = np.array([(int(b), float(k)) in m.stats and m.stats[(int(b), float(k))].measured
                              for b, k in zip(self._grid_b, self._grid_k)])  # fmt: skip
-        own = np.array([m.stats[(int(b), float(k))].peak_w if (int(b), float(k)) in m.stats else np.nan
-                        for b, k in zip(self._grid_b, self._grid_k)])  # fmt: skip
+        believed = m.peaks()
+        own = np.array([believed.get((int(b), float(k)), np.nan) for b, k in zip(self._grid_b, self._grid_k)])
+        margins = np.array([m.margin_w(int(b), float(k)) for b, k in zip(self._grid_b, self._grid_k)])
         margin = Z_SIGMAS * m.noise_w
-        known_ok = measured & (own + margin <= cap_w)
+        known_ok = measured & (own + margins <= cap_w)
         if not known_ok.any():
             safe_new = ~measured & (bound <= cap_w) & ~(own > cap_w)
             if safe_new.any():
@@ -280,11 +281,12 @@ class Adaptive(Controller):
         """At each cap, the fastest measured setting whose reading plus noise stays under it."""
         out = []
         m = self.model
+        believed = m.peaks()
         rows = [(b, k, st) for (b, k), st in m.stats.items() if st.measured and math.isfinite(st.batch_s)]
         for cap in caps_w:
-            ok = [(b / st.batch_s, b, k, st) for b, k, st in rows if st.peak_w + Z_SIGMAS * m.noise_w <= cap]
+            ok = [(b / st.batch_s, b, k) for b, k, st in rows if believed[(b, k)] + m.margin_w(b, k) <= cap]
             if not ok:
                 continue
-            thr, b, k, st = max(ok)
-            out.append(FrontierPoint(cap, self._setting(b, k), thr, thr * m.time_noise, st.peak_w))
+            thr, b, k = max(ok)
+            out.append(FrontierPoint(cap, self._setting(b, k), thr, thr * m.time_noise, believed[(b, k)]))
         return out

@@ -38,6 +38,10 @@ KEEP = 32
 #: the margin's noise is this quantile of how far new readings rose above a setting's known peak
 NOISE_QUANTILE = 0.8
 RISES_KEPT = 64
+#: rises are kept apart by how many periods the setting had been read for: 1, 2, ... this or more
+RISE_BUCKETS = 4
+#: periods of readings after which a setting's own peak is believed even where it is below a smaller size's
+CONFIRM_PERIODS = 3
 #: two sizes count for a slope only this far apart (ratio), so noise between neighbours is not a slope
 SLOPE_MIN_RATIO = 1.25
 
@@ -106,7 +110,8 @@ class SafeModel:
         #: fall short (a sparse sensor missing a spike) are no noise the cap needs a margin for, and the
         #: rare large rise that corrects such a miss is kept out of the margin by the quantile.
         self.noise_w = 0.0
-        self._rises: list[float] = []
+        #: the rises seen after a setting had 1, 2, ... RISE_BUCKETS (or more) periods of readings
+        self._rises: list[list[float]] = [[] for _ in range(RISE_BUCKETS)]
         self._dev_n = 0
         #: relative standard deviation of the time per batch
         self.time_noise = 0.0
@@ -134,9 +139,14 @@ class SafeModel:
             return
         if peak_w is not None and math.isfinite(peak_w):
             if st.peaks:
-                self._rises.append(max(peak_w - max(st.peaks[-KEEP:]), 0.0))
+                # the surprise against what was believed of it (a first reading that missed the
+                # peaks is believed no lower than its smaller neighbours', so correcting it is no surprise)
+                believed = self.peaks().get((size, level), st.peak_w)
+                bucket = self._rises[min(len(st.peaks), RISE_BUCKETS) - 1]
+                bucket.append(max(peak_w - believed, 0.0))
+                del bucket[:-RISES_KEPT]
                 self._dev_n += 1
-                self.noise_w = float(np.quantile(self._rises[-RISES_KEPT:], NOISE_QUANTILE))
+                self.noise_w = self.noise_after(RISE_BUCKETS)
             st.peaks.append(peak_w)
         if math.isfinite(batch_s) and batch_s > 0:
             if st.times:
@@ -153,6 +163,21 @@ class SafeModel:
                 self.mean_noise = math.sqrt(self._mdev2 / self._mdev_n)
             st.means.append(mean_w)
             self.floor_w = min(self.floor_w, mean_w)
+
+    def noise_after(self, periods: int) -> float:
+        """How far (W) the next reading of a setting measured for ``periods`` periods may rise above
+        what is believed of it: the NOISE_QUANTILE of the rises seen at that count. A sensor that sees
+        part of the time shows large rises after one period and small ones after several; where a count
+        has no rises yet, the nearest smaller count that has them (0 with none at all)."""
+        for n in range(min(max(periods, 1), RISE_BUCKETS), 0, -1):
+            if self._rises[n - 1]:
+                return float(np.quantile(self._rises[n - 1], NOISE_QUANTILE))
+        return 0.0
+
+    def margin_w(self, size: int, level: float) -> float:
+        """What the bound adds above a measured setting's believed peak: Z_SIGMAS times its noise."""
+        st = self.stats.get((size, level))
+        return Z_SIGMAS * self.noise_after(len(st.peaks) if st else 1)
 
     def add_lower_bound(self, size: int, level: float, watts: float) -> None:
         st = self.stats.setdefault((size, level), SettingStats())
@@ -178,6 +203,21 @@ class SafeModel:
 
     # -- what was measured -------------------------------------------------------------------------
 
+    def peaks(self) -> dict[tuple[int, float], float]:
+        """The peak to believe at each measured setting: its own highest reading once it has
+        CONFIRM_PERIODS of them; before that, no lower than what the smaller sizes at its level read.
+        A first reading below a smaller size's is most often a sensor that missed the batches' peaks
+        (one that sees part of the time); power that really falls with size is believed once confirmed."""
+        out: dict[tuple[int, float], float] = {}
+        for level in self.levels:
+            run = -math.inf
+            for b, st in sorted((b, st) for (b, k), st in self.stats.items() if k == level and (st.measured or st.at_least_w > 0)):
+                own = st.peak_w
+                value = own if len(st.peaks) >= CONFIRM_PERIODS else max(own, run)
+                out[(b, level)] = value
+                run = max(run, value)
+        return out
+
     def measured(self) -> list[tuple[int, float, SettingStats]]:
         return [(b, k, st) for (b, k), st in self.stats.items() if st.measured or st.at_least_w > 0]
 
@@ -197,7 +237,8 @@ class SafeModel:
     def _own_exponents(self, level: float) -> tuple[float, float] | None:
         ups: list[float] = []
         downs: list[float] = []
-        pts = sorted((b, st.peak_w) for (b, k), st in self.stats.items() if k == level and st.measured)
+        believed = self.peaks()
+        pts = sorted((b, believed[(b, k)]) for (b, k), st in self.stats.items() if k == level and st.measured)
         for i, (b0, p0) in enumerate(pts):
             j = next((j for j in range(i + 1, len(pts)) if pts[j][0] >= SLOPE_MIN_RATIO * b0), None)
             if j is None:
@@ -221,13 +262,13 @@ class SafeModel:
         pts = self.measured()
         if not pts:
             return np.full(size_of.shape, np.inf)
-        sigma = Z_SIGMAS * self.noise_w
         b_i = np.array([b for b, _, _ in pts], dtype=float)
         k_i = np.array([k for _, k, _ in pts], dtype=float)
         exps = {k: self.exponents(k) for k in set(k_i.tolist())}
         up = np.array([exps[k][0] for k in k_i])
         down = np.array([exps[k][1] for k in k_i])
-        v_i = np.log(np.array([st.peak_w + sigma for _, _, st in pts]))
+        believed = self.peaks()
+        v_i = np.log(np.array([believed[(b, k)] + self.margin_w(b, k) for b, k, _ in pts]))
         db = np.log(size_of)[..., None] - np.log(b_i)
         dk = np.log(level_of)[..., None] - np.log(k_i)
         growth = np.where(db >= 0, up * db, -down * db) + np.where(dk > 0, self.prior.bound * dk, 0.0)
@@ -236,7 +277,8 @@ class SafeModel:
     # -- point predictions ---------------------------------------------------------------------------
 
     def _level_table(self, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = sorted((b, st.peak_w, st.batch_s) for (b, k), st in self.stats.items() if k == level and st.measured)
+        believed = self.peaks()
+        rows = sorted((b, believed[(b, k)], st.batch_s) for (b, k), st in self.stats.items() if k == level and st.measured)
         rows = [r for r in rows if math.isfinite(r[2])]
         return tuple(np.array(col, dtype=float) for col in zip(*rows)) if rows else (np.array([]),) * 3  # type: ignore[return-value]
 
