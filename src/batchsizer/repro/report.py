@@ -67,7 +67,8 @@ def gains(result: ExperimentResult) -> dict[int, float]:
     return out
 
 
-SHORT = {"batchsizer": "BS", "dvfs": "DVFS", "dvfs-best-batch": "DVFS*", "hw-limit": "HW-PL", "aimd": "AIMD"}
+SHORT = {"batchsizer": "BS", "dvfs": "DVFS", "dvfs-best-batch": "DVFS*", "hw-limit": "HW-PL", "aimd": "AIMD",
+         "batchdvfs": "BDVFS", "batchsizer-full": "BS-all", "adaptive-paper": "AD-paper"}  # fmt: skip
 
 
 def job_table(result: ExperimentResult, rows: list[dict[str, Any]]) -> Table:
