@@ -39,7 +39,7 @@ from batchsizer.devices import Device
 from batchsizer.errors import BatchSizerError
 from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.policies import make_controller
-from batchsizer.policies.adaptive import Adaptive, fine_sizes
+from batchsizer.policies.adaptive import Adaptive, all_sizes
 from batchsizer.records import write_json_atomic
 from batchsizer.repro.devices import sim_factory
 from batchsizer.repro.experiment import ExperimentConfig, run_experiment
@@ -120,7 +120,7 @@ def use_adaptive_options(options: dict[str, Any]) -> None:
     Adaptive(**options)  # a wrong option fails here, before anything runs
 
     def build(ctx: MethodContext) -> Plan:
-        return Plan(Adaptive(clock_levels_mhz=ctx.knobs.clock_levels_mhz, **ADAPTIVE_OPTIONS))
+        return Plan(Adaptive(knobs=ctx.knobs, **ADAPTIVE_OPTIONS))
 
     register_method(Method(OURS, OURS, f"adaptive with {options}", build))
 
@@ -128,8 +128,8 @@ def use_adaptive_options(options: dict[str, Any]) -> None:
 def controller_for(name: str, device: Device, sizes: tuple[int, ...] | None) -> Any:
     if name == OURS:
         return Adaptive(
-            sizes=fine_sizes(max(sizes), min_size=min(sizes)) if sizes else None,
-            clock_levels_mhz=device.knobs.clock_levels_mhz,
+            sizes=all_sizes(max(sizes), min_size=min(sizes)) if sizes else None,
+            knobs=device.knobs,
             **ADAPTIVE_OPTIONS,
         )
     kw: dict[str, Any] = {"sizes": sizes, "initial": min(sizes)} if sizes else {}

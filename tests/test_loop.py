@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchsizer.batching import DynamicBatchStream
+from batchsizer.cap_rule import CapJudge
 from batchsizer.caps import CapSchedule, ConstantCap
 from batchsizer.devices import ScriptedDevice
 from batchsizer.errors import ConfigError
@@ -17,8 +18,7 @@ from batchsizer.policies.algorithm1 import Algorithm1
 from batchsizer.policies.static import Static
 from batchsizer.recorder import JobRecorder
 from batchsizer.records import RecordWriter, read_records
-from batchsizer.summary import ViolationTracker
-from batchsizer.telemetry import PowerSample, SampleBuffer, ScriptedMeter, summarize, time_over
+from batchsizer.telemetry import PowerSample, SampleBuffer, ScriptedMeter, summarize
 
 S = PowerSample
 TRACE = [S(0.0, 50), S(1.0, 150), S(2.0, 100), S(3.0, 200), S(4.0, 50)]
@@ -41,16 +41,14 @@ def test_summarize_hand_computed() -> None:
     assert not summarize([S(5.0, 80)], 0.0, 1.0).valid  # the only reading is after the window
 
 
-def test_time_over_and_violation_tracker() -> None:
-    assert time_over(TRACE, 0, 5, 120) == [(1.0, 2.0), (3.0, 4.0)]
-    assert time_over(TRACE, 0, 5, 90) == [(1.0, 4.0)]  # contiguous spans merge
-    t = ViolationTracker()
-    t.feed(TRACE, 0.0, 5.0, 120)
+def test_cap_judge_spans_and_excess() -> None:
+    t = CapJudge()
+    t.feed(TRACE, 0.0, 5.0, lambda _t: 120)
     assert (t.count, t.over_s, t.longest_s, t.worst_overshoot_w) == (2, 2.0, 1.0, 80)
     # a violation that continues across two windows counts once, with its whole length
-    t = ViolationTracker()
-    t.feed(TRACE[:3], 0.0, 1.5, 90)
-    t.feed(TRACE[1:], 1.5, 5.0, 90)
+    t = CapJudge()
+    t.feed(TRACE[:3], 0.0, 1.5, lambda _t: 90)
+    t.feed(TRACE[1:], 1.5, 5.0, lambda _t: 90)
     assert (t.count, t.over_s, t.longest_s, t.worst_overshoot_w) == (1, 3.0, 3.0, 110)
 
 

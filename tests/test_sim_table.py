@@ -64,7 +64,21 @@ def test_bad_names():
     with pytest.raises(ConfigError, match="ambiguous"):
         make_table_plant("zeus-v100:bert_base_uncased")
     assert make_table_plant("zeus-v100:bert_base_uncased@squad").dataset == "squad"
-    with pytest.raises(ConfigError, match="not in the table"):
+    with pytest.raises(ConfigError, match="no rows for"):
         make_table_plant("zeus-v100:vgg")
     with pytest.raises(ConfigError, match="zeus-"):
         make_table_plant("zeus-k80:resnet50")
+
+
+def test_short_name_is_a_table_device_over_the_shipped_file():
+    from batchsizer.sim.table_plant import open_table_device, zeus_path
+
+    short = make_table_device("zeus-a40:resnet50", seed=0)
+    path = open_table_device(f"table:{zeus_path('a40')}:resnet50@imagenet", seed=0)
+    assert short.size_range == path.size_range == (8, 512)
+    assert short.knobs.power_limits_w == path.knobs.power_limits_w == tuple(float(w) for w in range(100, 301, 25))
+    for b in (8, 100, 512, 600):
+        assert short.plant.lookup(b) == pytest.approx(path.plant.lookup(b))
+    # the short name keeps the A40's 1 s average sensor; a table: device gets the table default
+    assert short.sensor_spec.window_s == 1.0 and path.sensor_spec.window_s == 0.010
+    assert make_table_device("zeus-a40:resnet50", read_only=True).knobs.power_limits_w == ()

@@ -212,6 +212,12 @@ def close_view(view: LoopObserver | None) -> None:
         view.close()
 
 
+def _rule_note(summary: Summary) -> str:
+    """Which cap rule the over-cap figures follow, when it is not the paper's peak rule."""
+    rule = getattr(summary, "cap_rule", "peak")
+    return "" if rule == "peak" else f" (by {rule}: the rolling mean)"
+
+
 def summary_lines(summary: Summary) -> list[tuple[str, str]]:
     rows = [
         ("items", f"{summary.items}"),
@@ -222,12 +228,14 @@ def summary_lines(summary: Summary) -> list[tuple[str, str]]:
     if summary.power_measured:
         rows += [
             ("energy", f"{summary.energy_j:.0f} J ({summary.energy_per_item_j:.3f} J/item)"),
-            ("time over the cap", f"{100 * summary.over_cap_fraction:.2f} %"),
+            ("time over the cap", f"{100 * summary.over_cap_fraction:.2f} %{_rule_note(summary)}"),
             (
                 "violations",
                 f"{summary.violations} (longest {summary.longest_violation_s:.2f} s, worst +{summary.worst_overshoot_w:.0f} W)",
             ),
         ]
+        if summary.energy_over_cap_j > 0:
+            rows.append(("energy over the cap", f"{summary.energy_over_cap_j:.1f} J"))
     else:
         rows.append(("power", "not measured: no energy, time over the cap or violations to report"))
     if summary.true_power:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from batchsizer.batching import Batch, DynamicBatchStream
-from batchsizer.caps import CapSource
+from batchsizer.cap_rule import PEAK, CapRule, judged
+from batchsizer.cap_rule import over as over_cap
+from batchsizer.caps import CapSchedule, CapSource, ConstantCap
 from batchsizer.devices import BatchOutcome, Device
 from batchsizer.errors import (
     ConfigError,
@@ -58,6 +60,8 @@ class PeriodRecord:
     window: PowerWindow
     decision: Decision
     samples: Sequence[PowerSample]
+    #: the series the cap rule constrains over the period (the readings, or their rolling mean)
+    judged: Sequence[PowerSample] = ()
 
     def to_fields(self) -> dict[str, Any]:
         o, d = self.observation, self.decision
@@ -66,7 +70,9 @@ class PeriodRecord:
             "start": o.start,
             "end": o.end,
             "cap_w": o.cap_w,
+            "period_cap_w": o.period_cap_w,
             "peak_w": o.peak_w,
+            "clean_peak_w": o.clean_peak_w,
             "mean_w": o.mean_w,
             "energy_j": self.window.energy_j,
             "samples": o.samples,
@@ -95,6 +101,12 @@ def _settled_peak(samples: Sequence[PowerSample], after: float, end: float) -> f
     return max((s.watts for s in samples if after < s.t <= end), default=math.nan)
 
 
+def _sensor_window(meter: Any) -> float:
+    """How far back a reading looks (averaging window plus delay, s), as the meter says; 0 if it does not."""
+    value = getattr(meter, "window_s", None)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else 0.0
+
+
 @dataclass
 class _Period:
     """The control period in progress, and what the last decision asked of it."""
@@ -107,6 +119,8 @@ class _Period:
     asked_batches: int | None = None
     #: Decision.stop_on_violation: end the period at the first reading over the cap
     watch: bool = False
+    #: Decision.min_period_s: the window does not end the period before this long
+    min_s: float = 0.0
     #: a reading over the cap was seen while watching
     stopped: bool = False
 
@@ -144,6 +158,7 @@ class ControlLoop:
         react_to_cap_change: bool = True,
         guard: TelemetryGuard | None = None,
         strict: bool = False,
+        cap_rule: CapRule = PEAK,
     ) -> None:
         self.device = device
         self.controller = controller
@@ -158,6 +173,10 @@ class ControlLoop:
         #: stop the job (summary.stop_reason "cap-not-met") when even the lowest setting is over the cap
         self.strict = strict
         self.cap_watch = CapWatch()
+        #: what "under the cap" means: every reading (peak) or a rolling mean (avg:S)
+        self.cap_rule = cap_rule
+        #: clean readings of the last ``cap_rule.window_s`` seconds before the period, for the rolling mean
+        self._history: list[PowerSample] = []
         self._update_period_s: float | None = None
         self._check_every: float | None = None
         #: the largest batch known to fit in the device's memory, once one did not (None: no limit seen)
@@ -196,23 +215,26 @@ class ControlLoop:
             self.setting = setting
 
     def _reading_over(self, meter: Any, since: float, now: float, cap_w: float) -> bool:
-        """Whether a plausible reading published in (since, now] is over ``cap_w`` (the guard drops the rest)."""
+        """Whether a plausible reading published in (since, now], judged by the cap rule, is over ``cap_w``
+        (the guard drops implausible ones)."""
         if since >= now:
             return False
         try:
-            readings = meter.samples(since, now)
+            readings = meter.samples(since - self.cap_rule.window_s, now)
         except TelemetryError:
             return False  # the period's own read reports it
         limit = self.guard.max_plausible_w
-        return any(s.t > since and cap_w < s.watts <= limit and math.isfinite(s.watts) for s in readings)
+        plausible = [s for s in readings if 0 < s.watts <= limit and math.isfinite(s.watts)]
+        return any(s.t > since and over_cap(s.watts, cap_w) for s in judged(plausible, now, self.cap_rule))
 
     def run(self, stream: DynamicBatchStream[Any]) -> Summary:
         device, clock = self.device, self.device.clock
         summary = Summary()
-        power = PowerAccounting(device.reference_meter)
+        power = PowerAccounting(device.reference_meter, self.cap_rule)
         # read at the start: a real meter measures its sensor's update period when it opens
         self._update_period_s = getattr(device.meter, "update_period_s", None)
         self._check_every = _check_interval(self._update_period_s)
+        self._sensor_window_s = _sensor_window(device.meter)
         self._apply(self.guard.start(self.controller), stream)
         job_start = clock.now()
         cap = self.caps.cap_at(0.0)
@@ -233,7 +255,7 @@ class ControlLoop:
                     self._emit("on_event", "cap", f"cap changed from {cap:g} W to {new_cap:g} W", old=cap, new=new_cap)
                 self._watch_for_violation(period, now, cap)
                 if self._period_ends(period, now, cap_changed):
-                    self._close_period(period, now, cap, new_cap, summary, power, stream)
+                    self._close_period(period, now, cap, new_cap, summary, power, stream, job_start=job_start)
                 cap = new_cap
                 if self._should_stop(summary):
                     break
@@ -241,7 +263,7 @@ class ControlLoop:
             stream.close() if hasattr(stream, "close") else None
         end = clock.now()
         if end > period.start:  # the last, partial period: accounted for, not decided on
-            self._close_period(period, end, cap, cap, summary, power, stream, decide=False)
+            self._close_period(period, end, cap, cap, summary, power, stream, decide=False, job_start=job_start)
         summary.duration_s = end - job_start
         power.fill(summary)
         self._fill_faults(summary)
@@ -289,6 +311,7 @@ class ControlLoop:
             "device": self.device.describe(),
             "controller": self.controller.describe(),
             "cap": repr(self.caps),
+            "cap_rule": str(self.cap_rule),
             "window": {"batches": self.window.batches, "seconds": self.window.seconds},
             "start": job_start,
         }
@@ -305,9 +328,9 @@ class ControlLoop:
 
     def _period_ends(self, period: _Period, now: float, cap_changed: bool) -> bool:
         asked = period.asked_batches is not None and period.batches >= period.asked_batches
+        long_enough = now - period.start >= period.min_s
         return (
-            self.window.closes(period.batches, now - period.start)
-            or asked
+            (long_enough and (self.window.closes(period.batches, now - period.start) or asked))
             or period.stopped
             or (cap_changed and self.react_to_cap_change)
         )
@@ -322,20 +345,33 @@ class ControlLoop:
         power: PowerAccounting,
         stream: DynamicBatchStream[Any],
         decide: bool = True,
+        job_start: float = 0.0,
     ) -> None:
         """Measure the period just ended (against the cap in force during it), then let the controller
         decide under the cap in force now, and start the next period."""
         reading = self.guard.read(self.device.meter, period.start, now, self.setting)
         pw, samples = reading.window, reading.samples
-        power.add(pw, samples, period.start, now, cap)
+        rule = self.cap_rule
+        series = judged([*self._history, *samples], now, rule) if not rule.is_peak else list(samples)
+        if not rule.is_peak:
+            keep_from = now - rule.window_s
+            joined = [*self._history, *(s for s in samples if not self._history or s.t > self._history[-1].t)]
+            first = max((i for i, s in enumerate(joined) if s.t <= keep_from), default=0)
+            self._history = joined[first:]
+        power.add(pw, series, period.start, now, self._cap_function(cap, job_start))
         assert self.setting is not None
         every = self._check_every
+        in_period = [s.watts for s in series if s.t > period.start]
+        peak = pw.peak_w if rule.is_peak or not in_period else max(in_period)
+        # a reading counts for this period's setting only once all it averages (the sensor's window
+        # and delay, one update of phase, the rule's window) lies inside the period
+        clean_after = period.start + (every or 0.0) + self._sensor_window_s + rule.window_s
         obs = Observation(
             period=summary.periods,
             start=period.start,
             end=now,
             cap_w=new_cap,
-            peak_w=pw.peak_w,
+            peak_w=peak,
             mean_w=pw.mean_w,
             items=period.items,
             batches=period.batches,
@@ -344,6 +380,10 @@ class ControlLoop:
             update_period_s=self._update_period_s,
             stopped_on_violation=period.stopped,
             settled_peak_w=math.nan if every is None else _settled_peak(samples, period.start + every, now),
+            period_cap_w=cap,
+            clean_peak_w=_settled_peak(series, clean_after, now) if pw.valid else math.nan,
+            sensor_window_s=self._sensor_window_s,
+            cap_rule_window_s=rule.window_s,
         )
         if decide:
             decision = self.guard.decide(self.controller, obs, reading)
@@ -352,12 +392,21 @@ class ControlLoop:
             cap_warning = self.cap_watch.observe(obs, decision)
             if cap_warning is not None:
                 self._emit("on_event", "cap-not-met", cap_warning, **(self.cap_watch.result() or {}))
-            self._emit("on_period", PeriodRecord(obs, pw, decision, samples))
+            self._emit("on_period", PeriodRecord(obs, pw, decision, samples, series))
             self._apply(decision.setting, stream)
             period.asked_batches = decision.window_batches
             period.watch = decision.stop_on_violation and every is not None
+            period.min_s = decision.min_period_s or 0.0
             summary.periods += 1
         period.restart(now)
+
+    def _cap_function(self, cap: float, job_start: float) -> Any:
+        """The cap as a function of device time over the period: exact for a constant or a schedule
+        (a drop inside the last batch counts from when it happened), else the cap in force during it."""
+        caps = self.caps
+        if isinstance(caps, (ConstantCap, CapSchedule)):
+            return lambda t: caps.cap_at(t - job_start)
+        return lambda _t: cap
 
     def _should_stop(self, summary: Summary) -> bool:
         if self.stop_event.is_set():

@@ -31,7 +31,7 @@ from batchsizer.summary import Summary
 IDENTITY_KEYS = ("device", "model", "dataset", "items", "images", "seed")
 
 #: device kinds that return no predictions and get placeholders
-PLACEHOLDER_KINDS = ("sim", "scripted")
+PLACEHOLDER_KINDS = ("sim", "table", "scripted")
 
 
 def job_identity(**fields: Any) -> dict[str, Any]:

@@ -3,45 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchsizer.cap_rule import PEAK, CapJudge, CapRule, judged
 from batchsizer.telemetry import PowerMeter, PowerSample, PowerWindow, measure
-
-
-class ViolationTracker:
-    """Time spent with the reading above the cap, as separate violations (contiguous spans)."""
-
-    def __init__(self) -> None:
-        self.over_s = 0.0
-        self.count = 0
-        self.longest_s = 0.0
-        self.worst_overshoot_w = 0.0
-        self._open_start: float | None = None
-        self._open_end: float | None = None
-
-    def feed(self, samples: list[PowerSample], start: float, end: float, cap_w: float) -> None:
-        """Account the held readings over [start, end] against ``cap_w``; spans may continue."""
-        for i, s in enumerate(samples):
-            a = max(s.t, start)
-            b = min(samples[i + 1].t if i + 1 < len(samples) else end, end)
-            if b <= a:
-                continue
-            if s.watts > cap_w:
-                self.worst_overshoot_w = max(self.worst_overshoot_w, s.watts - cap_w)
-                self.over_s += b - a
-                if self._open_start is not None and self._open_end is not None and a - self._open_end <= 1e-9:
-                    self._open_end = b
-                else:
-                    self._close()
-                    self._open_start, self._open_end = a, b
-                    self.count += 1
-                self.longest_s = max(self.longest_s, self._open_end - self._open_start)
-            else:
-                self._close()
-
-    def _close(self) -> None:
-        self._open_start = self._open_end = None
 
 
 @dataclass
@@ -57,6 +24,10 @@ class Summary:
     violations: int = 0
     longest_violation_s: float = 0.0
     worst_overshoot_w: float = 0.0
+    #: energy drawn above the cap (J): the integral of how far the judged power was over it
+    energy_over_cap_j: float = 0.0
+    #: the cap rule the figures above were judged by ("peak" or "avg:SECONDS")
+    cap_rule: str = "peak"
     interrupted: bool = False
     #: why the job stopped before its end: "interrupted", "SIGINT", "SIGTERM", "cap-not-met"; None if it finished
     stop_reason: str | None = None
@@ -108,40 +79,48 @@ UNMEASURED_KEYS = (
     "violations",
     "longest_violation_s",
     "worst_overshoot_w",
+    "energy_over_cap_j",
 )
 
 
 class PowerAccounting:
-    """Energy and violations over a whole job: by the sensor, and by the true power where the
-    device knows it (the simulator), so a report can say what the sensor missed."""
+    """Energy and violations over a whole job, by the cap rule: by the sensor, and by the true power
+    where the device knows it (the simulator), so a report can say what the sensor missed."""
 
-    def __init__(self, reference_meter: PowerMeter | None) -> None:
+    def __init__(self, reference_meter: PowerMeter | None, rule: CapRule = PEAK) -> None:
         self.reference = reference_meter
-        self.sensor = ViolationTracker()
-        self.true = ViolationTracker()
+        self.rule = rule
+        self.sensor = CapJudge()
+        self.true = CapJudge()
         self.energy_j = 0.0
         self.true_energy_j = 0.0
         self.measured_periods = 0
 
-    def add(self, window: PowerWindow, samples: list[PowerSample], start: float, end: float, cap_w: float) -> None:
-        """One period's sensor readings, judged against the cap in force during it."""
-        self.sensor.feed(samples, start, end, cap_w)
+    def add(
+        self, window: PowerWindow, series: list[PowerSample], start: float, end: float, cap_at: Callable[[float], float]
+    ) -> None:
+        """One period's judged sensor series (see :func:`batchsizer.cap_rule.judged`), against the cap in force."""
+        self.sensor.feed(series, start, end, cap_at)
         if window.valid:
             self.energy_j += window.energy_j
             self.measured_periods += 1
         if self.reference is not None:
-            true_window, true_samples = measure(self.reference, start, end)
-            self.true.feed(true_samples, start, end, cap_w)
+            history = start - self.rule.window_s
+            true_window, _ = measure(self.reference, start, end)
+            true_samples = self.reference.samples(history, end)
+            self.true.feed(judged(true_samples, end, self.rule), start, end, cap_at)
             if true_window.valid:
                 self.true_energy_j += true_window.energy_j
 
     def fill(self, summary: Summary) -> None:
         summary.power_measured = self.measured_periods > 0
+        summary.cap_rule = str(self.rule)
         summary.energy_j = self.energy_j
         summary.over_cap_s = self.sensor.over_s
         summary.violations = self.sensor.count
         summary.longest_violation_s = self.sensor.longest_s
         summary.worst_overshoot_w = self.sensor.worst_overshoot_w
+        summary.energy_over_cap_j = self.sensor.excess_j
         if self.reference is not None:
             summary.true_power = {
                 "energy_j": self.true_energy_j,
@@ -149,4 +128,5 @@ class PowerAccounting:
                 "violations": self.true.count,
                 "longest_violation_s": self.true.longest_s,
                 "worst_overshoot_w": self.true.worst_overshoot_w,
+                "energy_over_cap_j": self.true.excess_j,
             }

@@ -79,21 +79,6 @@ def summarize(samples: Sequence[PowerSample], start: float, end: float) -> Power
     return PowerWindow(start, end, peak, mean, mean * duration, len(samples))
 
 
-def time_over(samples: Sequence[PowerSample], start: float, end: float, cap_w: float) -> list[tuple[float, float]]:
-    """Intervals within [start, end] during which the held reading was above ``cap_w``."""
-    spans: list[tuple[float, float]] = []
-    for i, s in enumerate(samples):
-        seg_start = max(s.t, start)
-        seg_end = min(samples[i + 1].t if i + 1 < len(samples) else end, end)
-        if seg_end <= seg_start or s.watts <= cap_w:
-            continue
-        if spans and math.isclose(spans[-1][1], seg_start, abs_tol=1e-12):
-            spans[-1] = (spans[-1][0], seg_end)
-        else:
-            spans.append((seg_start, seg_end))
-    return spans
-
-
 class PowerMeter:
     """Base of every meter. Subclasses implement :meth:`samples`; the rest derives from it."""
 
@@ -101,6 +86,8 @@ class PowerMeter:
     update_period_s: float = 0.02
     #: a word on where readings come from, for records and warnings
     source: str = "meter"
+    #: how far back one reading looks (averaging window and delay, s), where known; 0: unknown
+    window_s: float = 0.0
 
     def samples(self, start: float, end: float) -> list[PowerSample]:
         """Readings in [start, end], preceded by the last one at or before ``start`` if any."""

@@ -1,8 +1,9 @@
 """From a device name to a ready workload: the device, the items to process, how to prepare them.
 
 ``sim:<gpu>`` opens the simulated GPU (the default, no hardware needed); ``cuda[:N]`` and ``cpu``
-open real PyTorch inference (the ``torch`` extra); ``scripted`` is a tiny analytic device for
-tests. Each kind lives in its own module, imported only when named, so the core needs no torch.
+open real PyTorch inference (the ``torch`` extra); ``table:PATH.csv`` replays a measured table
+(docs/tables.md); ``scripted`` is a tiny analytic device for tests. Each kind lives in its own
+module, imported only when named, so the core needs no torch.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def _open_scripted(opts: WorkloadOptions) -> Workload:
 DEVICE_KINDS: dict[str, str] = {
     "scripted": "batchsizer.workloads:_open_scripted",
     "sim": "batchsizer.sim.workload:open_sim_workload",
+    "table": "batchsizer.sim.workload:open_table_workload",
     "cuda": "batchsizer.hw.workload:open_real_workload",
     "cpu": "batchsizer.hw.workload:open_real_workload",
 }
@@ -74,7 +76,8 @@ def open_workload(opts: WorkloadOptions) -> Workload:
     if target is None:
         raise ConfigError(
             "device",
-            f"unknown device {opts.device!r}; use sim:p40, sim:v100, sim:a100, sim:h100, cuda, cuda:N or cpu",
+            f"unknown device {opts.device!r}; use sim:p40, sim:v100, sim:a100, sim:h100, table:PATH.csv[:SELECTOR], "
+            "cuda, cuda:N or cpu",
         )
     module_name, func = target.split(":")
     try:

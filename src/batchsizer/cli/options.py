@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +62,8 @@ def workload_options(f: F) -> F:
         click.option(
             "--device",
             default=DEFAULT_DEVICE,
-            help="Where to run: sim:p40, sim:v100, sim:a100, sim:h100 (simulated), cuda[:N] or cpu (real).",
+            help="Where to run: sim:p40, sim:v100, sim:a100, sim:h100 (simulated), table:PATH.csv[:SELECTOR] "
+            "(a measured table played back, see docs/tables.md), cuda[:N] or cpu (real).",
         ),
         click.option(
             "--model",
@@ -97,6 +99,41 @@ def workload_options(f: F) -> F:
             "to see what a GPU without the instant field does to a cap.",
         ),
         click.option(
+            "--sensor-update-ms",
+            type=float,
+            default=None,
+            help="Simulated and table devices: the power sensor publishes a reading every this many ms "
+            "[default: the GPU family's; 20 on table devices].",
+        ),
+        click.option(
+            "--sensor-window-ms",
+            type=float,
+            default=None,
+            help="Simulated and table devices: each reading is the mean power over this many ms (0: instantaneous) "
+            "[default: the GPU family's; 10 on table devices].",
+        ),
+        click.option(
+            "--sensor-noise-w",
+            type=float,
+            default=None,
+            help="Simulated and table devices: Gaussian noise of the readings (W) [default: the GPU family's; 1 on "
+            "table devices].",
+        ),
+        click.option(
+            "--table-idle-w",
+            type=float,
+            default=None,
+            help="Table devices: the GPU's idle power (W), replacing the table's idle_w column; needed where rows "
+            "have peak above mean power and the table gives none [default: the column].",
+        ),
+        click.option(
+            "--table-host-ms",
+            type=float,
+            default=None,
+            help="Table devices: a host phase added to every batch at idle power (ms), replacing the host_s "
+            "column, for tables measured with the GPU always busy [default: the column, else 0].",
+        ),
+        click.option(
             "--workers",
             default=2,
             type=int,
@@ -120,7 +157,8 @@ def workload_options(f: F) -> F:
         click.option(
             "--read-only",
             is_flag=True,
-            help="Never change the GPU's clocks or power limit: controllers move the batch size only "
+            help="Never change the GPU's clocks or power limit: controllers move the batch size only; on table "
+            "devices the table's clocks and power limits are withheld the same way "
             "[default: off; clocks are offered to controllers where this process may change them (root or "
             "CAP_SYS_ADMIN)].",
         ),
@@ -136,6 +174,34 @@ def workload_options(f: F) -> F:
 
 #: device kinds that run a real PyTorch model
 REAL_KINDS = ("cpu", "cuda")
+
+
+def is_table_device(name: str) -> bool:
+    """``table:...`` or a ``sim:zeus-...`` short name: a measured table played back."""
+    text = name.strip().lower()
+    return device_kind(text) == "table" or text.startswith("sim:zeus-")
+
+
+def _check_sim_options(kw: dict[str, Any], kind: str) -> None:
+    """The sensor options need a simulated or table device; the table options a table device."""
+    device = kw["device"]
+    for name in ("sensor_update_ms", "sensor_window_ms", "sensor_noise_w"):
+        if kw.get(name) is not None and kind not in ("sim", "table"):
+            raise ConfigError(
+                name.replace("_", "-"),
+                f"sets the simulated power sensor of sim:... and table:... devices, not {device!r} (a real device's "
+                "sensor is what it is)",
+            )
+    for name in ("table_idle_w", "table_host_ms"):
+        value = kw.get(name)
+        if value is None:
+            continue
+        if not is_table_device(device):
+            raise ConfigError(name.replace("_", "-"), f"applies to table devices (table:PATH.csv, sim:zeus-...), not "
+                              f"{device!r}")
+        if not (math.isfinite(value) and value >= 0) or (name == "table_idle_w" and value <= 0):
+            raise ConfigError(name.replace("_", "-"), f"must be {'above 0' if name == 'table_idle_w' else '0 or more'}"
+                              f", got {value!r}")
 
 
 def make_workload_options(**kw: Any) -> WorkloadOptions:
@@ -154,10 +220,12 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         ("read-only", kw.get("read_only")),
         ("input-size", side is not None),
     ):
-        if given and kind not in REAL_KINDS:
-            raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]), not {kw['device']!r}")
+        if given and kind not in REAL_KINDS and not (name == "read-only" and is_table_device(kw["device"])):
+            tables = " and table devices (table:PATH.csv, sim:zeus-...)" if name == "read-only" else ""
+            raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]){tables}, not {kw['device']!r}")
     if side is not None and not 8 <= side <= 4096:
         raise ConfigError("input-size", f"must be between 8 and 4096 pixels, got {side}")
+    _check_sim_options(kw, kind)
     sensor = kw.get("sim_sensor") or "default"
     if sensor != "default" and kind != "sim":
         raise ConfigError("sim-sensor", f"applies to simulated devices (sim:...), not {kw['device']!r}")
@@ -188,6 +256,8 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
             "input_size": side,
             "read_only": kw.get("read_only"),
             "sensor": sensor,
+            **{k: kw.get(k) for k in ("sensor_update_ms", "sensor_window_ms", "sensor_noise_w", "table_idle_w",
+                                      "table_host_ms")},
         },
     )
 

@@ -114,6 +114,10 @@ class NvmlMeter(SampledMeter):
             else:
                 update_period_s = self.measured_period_s
         self.update_period_s = float(update_period_s)
+        #: how far back one reading looks: about 1 s for the averaged nvmlDeviceGetPowerUsage of Ampere
+        #: (except GA100) and newer, else about one update period (the instant field's short window)
+        averaged = self.source == "nvml:power_usage" and arch in AVERAGING_ARCHITECTURES and not is_ga100(name)
+        self.window_s = 1.0 if averaged else self.update_period_s
         for note in self.notes:
             log.warning("%s", note)
         super().__init__(

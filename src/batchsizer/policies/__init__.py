@@ -56,10 +56,10 @@ def _aimd(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
 
 
 def _adaptive(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
-    # the CLI always passes a size list; the paper's default set means "not chosen": use the fine grid
+    # the CLI always passes a size list; the paper's default set means "not chosen": every whole size
     sizes = o.get("sizes")
     sizes = None if sizes is None or tuple(sizes) == DEFAULT_BATCH_SIZES else sizes
-    return Adaptive(sizes=sizes, clock_levels_mhz=knobs.clock_levels_mhz, initial=o.get("initial"))
+    return Adaptive(sizes=sizes, knobs=knobs, initial=o.get("initial"))
 
 
 def _batchdvfs(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:

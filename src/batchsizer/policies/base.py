@@ -29,7 +29,10 @@ class Observation:
     period: int
     start: float
     end: float
+    #: the cap for the next period, which the controller decides for
     cap_w: float
+    #: the highest value of the readings in the period by the cap rule in force: the highest reading
+    #: (peak rule) or the highest rolling mean (avg rule)
     peak_w: float
     mean_w: float
     items: int
@@ -43,6 +46,16 @@ class Observation:
     #: the peak of the readings published after the period's first sensor update (those may still
     #: average the previous setting's power); NaN when there is none or the update period is unknown
     settled_peak_w: float = math.nan
+    #: the cap in force during the period (``cap_w`` is the one for the next period); NaN if not told
+    period_cap_w: float = math.nan
+    #: the highest value, by the cap rule, of the readings that average only this period's setting
+    #: (published after the sensor's window, delay and the rule's window had passed since the period
+    #: began); NaN when the period was too short to have one
+    clean_peak_w: float = math.nan
+    #: how far back one reading looks (the sensor's averaging window and delay, s); 0 if unknown
+    sensor_window_s: float = 0.0
+    #: the cap rule's averaging window (s); 0 under the peak rule
+    cap_rule_window_s: float = 0.0
 
     @property
     def duration_s(self) -> float:
@@ -118,6 +131,10 @@ class Decision:
     #: the cap, so the controller can back off after one batch instead of a whole window (for probes
     #: of settings it does not know yet). False (the default, Algorithm 1): the period runs its window.
     stop_on_violation: bool = False
+    #: the loop's window does not end the next period before it has lasted this long (s): long
+    #: enough for readings that average only the new setting (a 1 s averaging sensor, a rolling-mean
+    #: cap rule). A cap change or a stop on violation still ends it. None: no minimum.
+    min_period_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,24 @@ DeviceFactory = Callable[[str, str, str, int], Device]
 P40_LEVELS_MHZ = (544, 632, 734, 835, 949, 1063, 1189, 1303, 1430, 1531)
 
 
+def is_table_name(gpu: str) -> bool:
+    """A job's ``gpu`` that names a measured table (``table:PATH.csv[:SELECTOR]``, ``sim:zeus-...``)."""
+    text = gpu.strip().lower()
+    return text.startswith("table:") or text.removeprefix("sim:").startswith("zeus-")
+
+
 def sim_factory(gpu: str, model: str, dataset: str, seed: int) -> Device:
-    """A simulated GPU (``batchsizer.sim``) on virtual time."""
+    """A simulated GPU (``batchsizer.sim``) on virtual time; a ``gpu`` naming a measured table
+    (:func:`is_table_name`) plays that table instead, and ``model``/``dataset`` are only labels."""
     try:
         from batchsizer.sim import make_sim_device
     except ImportError as exc:  # the simulator is a separate module of this package
         raise ConfigError("gpu", f"the simulated GPU is not available ({exc})") from None
-    return make_sim_device(gpu, model, dataset, seed=seed)
+    if is_table_name(gpu):
+        from batchsizer.sim.table_plant import open_table_device
+
+        return open_table_device(gpu, seed=seed)
+    return make_sim_device(gpu.strip().lower().removeprefix("sim:"), model, dataset, seed=seed)
 
 
 class ToyGpu(ScriptedDevice):

@@ -52,6 +52,14 @@ class ExperimentConfig:
     #: "sim" (the calibrated simulator) or "toy" (an analytic stand-in for harness checks)
     device: str = "sim"
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    #: a user's own jobs (``reproduce --job-table``, :mod:`batchsizer.repro.job_table`) instead of Table 2's
+    jobs: tuple[Job, ...] | None = None
+
+    def job_list(self) -> list[Job]:
+        """The jobs to run: ``jobs`` where given, else the chosen Table 2 jobs scaled to ``gpu``."""
+        if self.jobs is not None:
+            return list(self.jobs)
+        return jobs_for(self.gpu, self.job_ids, self.items)
 
     def checked(self) -> ExperimentConfig:
         """Validate everything before any run starts, so a mistake costs nothing."""
@@ -64,7 +72,9 @@ class ExperimentConfig:
             raise ConfigError("seed offset", f"must be a whole number, at least 0, got {self.seed_offset!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ConfigError("workers", f"must be a whole number, at least 1, got {self.workers!r}")
-        jobs_for(self.gpu, self.job_ids, self.items)
+        if self.jobs is not None and (self.job_ids is not None or not self.jobs):
+            raise ConfigError("job-table", "give a job table with at least one job, or Table 2 job ids, not both")
+        self.job_list()
         return self
 
     @property
@@ -75,6 +85,7 @@ class ExperimentConfig:
         return {
             "gpu": self.gpu,
             "jobs": list(self.job_ids) if self.job_ids else None,
+            **({"job_table": [vars(j) for j in self.jobs]} if self.jobs is not None else {}),
             "methods": list(self.methods),
             "seeds": self.seed_list,
             "items": self.items,
@@ -146,7 +157,7 @@ def run_experiment(cfg: ExperimentConfig, on_job_done: Callable[[JobOutcome], No
     """All jobs, in ``cfg.workers`` processes; ``on_job_done`` is told as each job finishes."""
     cfg = cfg.checked()
     t0 = time.perf_counter()
-    jobs = jobs_for(cfg.gpu, cfg.job_ids, cfg.items)
+    jobs = cfg.job_list()
     series_jobs = set(figure_jobs([j.id for j in jobs]))
     outcomes: dict[int, JobOutcome] = {}
     if cfg.workers == 1 or len(jobs) == 1:

@@ -78,7 +78,8 @@ def job_table(result: ExperimentResult, rows: list[dict[str, Any]]) -> Table:
     others = [m for m in methods if m != "oracle"]
     c = result.config
     t = Table(
-        title=f"Per job on sim:{c.gpu}, {c.seeds} seeds, {c.items} images (img/s: mean ±std; %orc: share of the oracle)",
+        title=f"Per job {'of the job table' if c.jobs is not None else f'on sim:{c.gpu}'}, {c.seeds} seeds, "
+        f"{'each job its own' if c.jobs is not None else c.items} images (img/s: mean ±std; %orc: share of the oracle)",
         caption="DVFS* = DVFS at the best batch size; HW-PL = the card's power limit at the cap; BS over = time over the cap",
     )
     for col in ("job", "DNN/data", "cap W"):

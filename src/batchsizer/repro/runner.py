@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batchsizer.batching import Batch, DynamicBatchStream
+from batchsizer.cap_rule import PEAK, CapRule
+from batchsizer.cap_rule import over as over_cap
 from batchsizer.caps import ConstantCap
 from batchsizer.devices import BatchOutcome, Device
 from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
@@ -51,6 +53,8 @@ class Plan:
     controller: Controller
     power_limit_w: float | None = None
     note: str = ""
+    #: the control period this method decides on (None: the paper's 10 batches)
+    window: Window | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +125,18 @@ class TraceObserver(LoopObserver):
     def _track_spans(self, record: PeriodRecord) -> None:
         o = record.observation
         length = o.end - o.start
-        over = math.isfinite(o.peak_w) and o.peak_w > o.cap_w
+        # judged against the cap in force during the period (the cap_w it carries is the next one's)
+        cap = o.period_cap_w if math.isfinite(o.period_cap_w) else o.cap_w
+        over = math.isfinite(o.peak_w) and over_cap(o.peak_w, cap)
         self._over_run = self._over_run + 1 if over else 0
         self.most_periods_over = max(self.most_periods_over, self._over_run)
-        samples = list(record.samples)
+        samples = list(record.judged or record.samples)
         for i, smp in enumerate(samples):
             a = max(smp.t, o.start)
             b = min(samples[i + 1].t if i + 1 < len(samples) else o.end, o.end)
             if b <= a:
                 continue
-            if smp.watts > o.cap_w:
+            if over_cap(smp.watts, cap):
                 if self._span is None:
                     self._span = (a, length)
                 start, in_force = self._span
@@ -171,6 +177,7 @@ def execute(
     *,
     keep_samples: bool = False,
     stop_after: tuple[int, float] | None = None,
+    cap_rule: CapRule = PEAK,
 ) -> Execution:
     """Run ``items`` images on ``device`` under ``cap_w`` with ``plan``; closes the device."""
     trace = TraceObserver(keep_samples)
@@ -181,7 +188,8 @@ def execute(
     try:
         if plan.power_limit_w is not None:
             device.set_power_limit(plan.power_limit_w)
-        loop = ControlLoop(device, plan.controller, ConstantCap(cap_w), PAPER_WINDOW, observers, stop)
+        window = plan.window or PAPER_WINDOW
+        loop = ControlLoop(device, plan.controller, ConstantCap(cap_w), window, observers, stop, cap_rule=cap_rule)
         summary = loop.run(DynamicBatchStream(range(items)))
     finally:
         device.close()

@@ -13,7 +13,9 @@ For other code (the reproduction, new controllers, benchmarks):
 * ``device.knobs.clock_levels_mhz``: the P40's are the paper's ten levels (544..1531 MHz); the
   others ten levels over their real range; the default clock is the top one.
 * ``device.reference_meter``: the true power, for comparison with ``device.meter`` (the sensor).
-* :func:`make_table_device` (``sim:zeus-v100:shufflenetv2``): the measured Zeus tables as the plant.
+* :func:`make_table_device` (``sim:zeus-v100:shufflenetv2``): the measured Zeus tables as the plant;
+  :func:`batchsizer.sim.table_plant.open_table_device` (``table:PATH.csv[:SELECTOR]``) any measured
+  table (docs/tables.md), with ``device.size_range`` and the table's clocks and power limits as knobs.
 * :func:`batchsizer.sim.plant.steady_state`: noiseless throughput and power of a static setting.
 """
 

@@ -8,7 +8,8 @@ card's real settable SM clock range so a DVFS controller has the same number of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from batchsizer.errors import ConfigError
 
@@ -184,3 +185,32 @@ def get_gpu(name: str) -> GpuSpec:
     if key not in GPUS:
         raise ConfigError("device", f"unknown simulated GPU {name!r}; choose one of {', '.join(GPUS)}")
     return GPUS[key]
+
+
+def override_sensor(
+    base: SensorSpec,
+    update_ms: float | None = None,
+    window_ms: float | None = None,
+    noise_w: float | None = None,
+) -> SensorSpec:
+    """``base`` with the given fields replaced (``--sensor-update-ms``, ``--sensor-window-ms``,
+    ``--sensor-noise-w``); the others keep the family's values. Checked: update above 0 and at most
+    10 s, window 0 (instantaneous) to 10 s, noise 0 to 100 W."""
+    changes: dict[str, float] = {}
+    for field, value, lo, hi, scale in (
+        ("sensor-update-ms", update_ms, 0.0, 10_000.0, 1e-3),
+        ("sensor-window-ms", window_ms, 0.0, 10_000.0, 1e-3),
+        ("sensor-noise-w", noise_w, 0.0, 100.0, 1.0),
+    ):
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi
+        if not ok or (field == "sensor-update-ms" and value <= 0):
+            low = "above 0" if field == "sensor-update-ms" else f"{lo:g}"
+            raise ConfigError(field, f"must be {low} to {hi:g}, got {value!r}")
+        key = {"sensor-update-ms": "update_period_s", "sensor-window-ms": "window_s", "sensor-noise-w": "noise_w"}[field]
+        changes[key] = float(value) * scale
+    if not changes:
+        return base
+    kind = f"{base.kind}, overridden"
+    return replace(base, kind=kind, **changes)  # type: ignore[arg-type]

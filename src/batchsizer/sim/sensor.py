@@ -101,6 +101,8 @@ class NvmlSensor(PowerMeter):
         self.spec = spec
         self.seed = seed
         self.update_period_s = spec.update_period_s
+        #: how far back one reading looks: its averaging window and its delay
+        self.window_s = spec.window_s + spec.delay_s
         # where in its period the sensor publishes, fixed per seed (a real card's phase is arbitrary)
         self.phase_s = (_mix(seed ^ 0x5EED) % 10_000) / 10_000 * spec.update_period_s if phase_s is None else phase_s
 

@@ -89,6 +89,7 @@ def command(json_path: Path | None) -> None:
     if importlib.util.find_spec("torch") is None:
         click.echo("  note: real inference (cpu, cuda) needs PyTorch: pip install 'batchsizer[vision]'")
     click.echo(f"Simulated GPUs (no hardware needed): {SIM_DEVICES}")
+    click.echo("Measured tables played back as a GPU: table:PATH.csv[:SELECTOR] (see docs/tables.md)")
     if json_path is not None:
         write_json_atomic(
             json_path,

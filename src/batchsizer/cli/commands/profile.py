@@ -1,6 +1,7 @@
 """``batchsizer profile``: throughput and peak/mean power per batch size (and clock where permitted).
 
-This is the offline profile the paper uses to skip batch sizes beyond throughput saturation. Each
+This is the offline profile the paper uses to skip batch sizes beyond throughput saturation, and
+the table ``--device table:out.csv`` plays back (docs/tables.md). Each
 (clock, batch size) runs ``warmup`` batches, then ``batches`` measured ones through the same
 prefetching stream a job uses; power is the meter's window over the measured batches. Works on
 every device, the simulated ones included.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,14 @@ import click
 
 from batchsizer.batching import DynamicBatchStream
 from batchsizer.cli.options import make_workload_options, parse_int_list, path_option, workload_options
+from batchsizer.clock import VirtualClock
 from batchsizer.errors import ConfigError, OutOfMemoryError, PermissionDeniedError, UnsupportedError
 from batchsizer.records import write_json_atomic
 from batchsizer.telemetry import measure
 from batchsizer.workloads import Workload, open_workload
 
+#: seconds of nothing running over which a real device's idle power is measured (for --csv)
+IDLE_S = 0.6
 #: a batch size is "saturated" once it reaches this fraction of the best throughput at its clock
 SATURATION = 0.95
 FIELDS = [
@@ -37,6 +42,7 @@ FIELDS = [
     "mean_w",
     "energy_per_item_j",
     "samples",
+    "idle_w",
 ]
 
 
@@ -151,6 +157,22 @@ def run_profile(
     return {"rows": rows, "saturation": saturation(rows), "skipped_clocks": skipped, "out_of_memory": too_large}
 
 
+def idle_power(device: Any, described: dict[str, Any]) -> float | None:
+    """The device's idle power (W): what a simulated or table device knows, or, on a real device,
+    the meter's mean over the last two thirds of ``IDLE_S`` seconds with nothing running, just after
+    the profile (the card still at its working clocks, as between batches; the first third lets the
+    last busy reading age out). None where there is no meter."""
+    known = described.get("idle_w")
+    if isinstance(known, (int, float)) and math.isfinite(known):
+        return float(known)
+    if isinstance(device.clock, VirtualClock) or not getattr(device.meter, "available", True):
+        return None
+    start = device.clock.now() + IDLE_S / 3
+    time.sleep(IDLE_S)
+    window, _ = measure(device.meter, start, device.clock.now())
+    return round(window.mean_w, 2) if window.valid else None
+
+
 def saturation(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Per clock, the smallest batch size within ``SATURATION`` of that clock's best throughput."""
     out: dict[str, int] = {}
@@ -226,6 +248,10 @@ def command(**kw: Any) -> None:
             workload, sizes, batches=kw["batches"], warmup=kw["warmup"], clocks=clocks, echo=click.echo
         )
         device = workload.device.describe()
+        # the idle power lets table:out.csv replay rows whose peak is above their mean (docs/tables.md)
+        idle = idle_power(workload.device, device) if kw["csv_path"] is not None else None
+    for row in result["rows"]:
+        row["idle_w"] = "" if idle is None else idle
     sat = ", ".join(f"{k}: {v}" for k, v in result["saturation"].items())
     if sat:
         click.echo(f"throughput saturates (within {SATURATION:.0%} of the best) at batch size {sat}")

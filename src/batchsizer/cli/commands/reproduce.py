@@ -28,6 +28,13 @@ from batchsizer.repro.report import check_out_dir, job_table, method_summary, me
     help=f"Comma-separated, from: {', '.join(available_methods())} [default: {','.join(DEFAULT_METHODS)}]. "
     "The oracle always runs.",
 )
+@click.option(
+    "--job-table",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV of your own jobs (columns model,dataset,cap_w; optional items, device) to run instead of "
+    "Table 2; see docs/tables.md [default: none, Table 2].",
+)
 @click.option("--gpu", default="p40", help="Simulated GPU: p40 (the paper's), v100, a100, h100; caps scaled to it.")
 @click.option("--items", type=int, default=PAPER_ITEMS, help="Images per job.")
 @click.option("--workers", type=int, default=2, help="Processes to run jobs in.")
@@ -44,8 +51,16 @@ def command(**kw: Any) -> None:
     gpu = check_gpu(kw["gpu"])
     if kw["items"] < 1:
         raise ConfigError("items", f"must be at least 1, got {kw['items']}")
+    jobs = None
+    if kw["job_table"] is not None:
+        if kw["jobs_text"]:
+            raise ConfigError("jobs", "picks Table 2 jobs; leave it out with --job-table (the table's jobs all run)")
+        from batchsizer.repro.job_table import read_job_table
+
+        jobs = tuple(read_job_table(kw["job_table"], gpu, kw["items"]))
     cfg = ExperimentConfig(
         gpu=gpu,
+        jobs=jobs,
         job_ids=tuple(parse_job_ids(kw["jobs_text"])) if kw["jobs_text"] else None,
         methods=tuple(parse_methods(kw["methods"])),
         seeds=kw["seeds"],
@@ -54,7 +69,7 @@ def command(**kw: Any) -> None:
     ).checked()
     out = check_out_dir(kw["out"])
     console = Console(stderr=True, quiet=kw["quiet"])
-    n_jobs = len(cfg.job_ids) if cfg.job_ids else 20
+    n_jobs = len(cfg.job_list())
     t0 = time.perf_counter()
     with progress_bar(n_jobs, console) as done:
         result = run_experiment(cfg, on_job_done=done)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from batchsizer.batching import DynamicBatchStream
+from batchsizer.cap_rule import CapRule
 from batchsizer.caps import CapSource, check_cap
 from batchsizer.cli.options import (
     cap_options,
@@ -74,6 +75,14 @@ CLOCK_USERS = ("adaptive", "dvfs")
     "CAP_SYS_ADMIN on a real GPU [default: leave it].",
 )
 @click.option(
+    "--cap-rule",
+    "cap_rule",
+    default="peak",
+    show_default=True,
+    help="What under the cap means: peak (every sensor reading at or under it, the paper's) or "
+    "avg:SECONDS (the rolling mean over that window, e.g. avg:1, what GPU and RAPL limiters enforce).",
+)
+@click.option(
     "--strict",
     is_flag=True,
     help="Stop with exit code 3 when even the lowest setting draws more than the cap [default: off, run on].",
@@ -91,6 +100,7 @@ def command(**kw: Any) -> None:
             "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {kw['device']!r}"
         )
     window = Window(batches=kw["window_batches"], seconds=kw["window_seconds"])
+    cap_rule = CapRule.parse(kw["cap_rule"])
     choices = controller_kwargs(**kw)  # checked before a device is opened
     check_alpha(choices["alpha"])
     identity = job_identity(**vars(opts))
@@ -120,7 +130,9 @@ def command(**kw: Any) -> None:
     stop = threading.Event()
     with workload.device, StopOnSignal(stop) as stopper:
         try:
-            loop = ControlLoop(workload.device, controller, caps, window, observers, stop, strict=kw["strict"])
+            loop = ControlLoop(
+                workload.device, controller, caps, window, observers, stop, strict=kw["strict"], cap_rule=cap_rule
+            )
             summary = loop.run(stream)
         except BatchSizerError as exc:  # e.g. --on-bad-image stop: say why in the records, close the files
             _record_error(observers, exc)

@@ -1,0 +1,315 @@
+"""What ``adaptive`` knows of the plant: readings per setting, and from them, anywhere in the
+(batch size, knob level) grid, a point prediction of power and time and an upper bound on power.
+
+The bound is what makes exploration safe. From each measured setting it extends the highest recent
+reading (plus ``Z_SIGMAS`` of its noise) to any other setting by growth exponents: power at a
+larger batch size ``b'`` is at most ``P * (b'/b) ** up`` and at a smaller one at most
+``P * (b/b') ** down``; at a higher knob level ``k'`` at most ``P * (k'/k) ** KNOB[kind].bound``
+and at a lower one no higher. The bound at a setting is the least of these over all measured
+settings. ``up`` starts at 1 (the work in flight at most doubles when the batch doubles, so its
+dynamic power at most doubles, and idle power does not grow) and ``down`` at 0 (a smaller batch
+draws no more); both are then learned from the readings, stretched by ``SLOPE_SAFETY``, so power
+that falls with batch size or has a hump is bounded from what was measured, not assumed away.
+
+Point predictions interpolate between measured sizes in log(size) and extrapolate with the
+steepest local slope (power) or a least-squares time per item (time); across knob levels they use
+exponents learned where two levels share a size, or the knob's prior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: standard deviations of a setting's peak readings its bound adds above the highest of them
+Z_SIGMAS = 2.0
+#: learned growth exponents are stretched by this before they bound settings not measured
+SLOPE_SAFETY = 1.25
+#: power grows at most in proportion to the batch size before a slope is learned
+SIZE_EXPONENT_PRIOR = 1.0
+#: time per batch grows as size**this from a single measured size (between a fixed per-batch cost, 0,
+#: and a pure per-item cost, 1)
+TIME_EXPONENT_PRIOR = 0.5
+#: a setting's peak is the highest of its last this-many clean readings
+KEEP = 4
+#: the margin's noise is this quantile of how far new readings rose above a setting's known peak
+NOISE_QUANTILE = 0.8
+RISES_KEPT = 64
+#: two sizes count for a slope only this far apart (ratio), so noise between neighbours is not a slope
+SLOPE_MIN_RATIO = 1.25
+
+
+@dataclass(frozen=True, slots=True)
+class KnobPrior:
+    """How power and time move with a knob level before two levels are measured at one size."""
+
+    #: power at a higher level is at most ``P * (k'/k) ** bound`` (a safe upper bound)
+    bound: float
+    #: the dynamic part of power scales as ``(k'/k) ** power`` (a point prediction)
+    power: float
+    #: the computing share of the batch time scales as ``(k/k') ** time``
+    time: float
+
+
+#: clocks: dynamic power ~ f*V(f)^2, compute time ~ 1/f; power limits: power follows the limit,
+#: time about its square root (the clock the limiter settles on, power ~ f^2 to f^3)
+KNOB_PRIORS: dict[str, KnobPrior] = {
+    "clock": KnobPrior(bound=3.0, power=2.0, time=1.0),
+    "limit": KnobPrior(bound=1.0, power=1.0, time=0.5),
+}
+
+
+@dataclass
+class SettingStats:
+    """The readings of one (size, level)."""
+
+    peaks: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    means: list[float] = field(default_factory=list)
+    #: a lower bound on its power (W) from a reading over the cap that mixed it with the setting before
+    at_least_w: float = 0.0
+
+    @property
+    def peak_w(self) -> float:
+        """The highest recent clean reading, and no less than what a mixed reading proved."""
+        return max([*self.peaks[-KEEP:], self.at_least_w]) if self.peaks or self.at_least_w else math.nan
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.peaks)
+
+    @property
+    def batch_s(self) -> float:
+        return float(np.mean(self.times[-KEEP:])) if self.times else math.nan
+
+    @property
+    def mean_w(self) -> float:
+        return float(np.mean(self.means[-KEEP:])) if self.means else math.nan
+
+
+class SafeModel:
+    """Readings per (size, level) and the bound and predictions built on them. Levels are numbers
+    ordered by the power they allow (clock MHz, power limit W); a device without a knob has one level."""
+
+    def __init__(self, sizes: Sequence[int], levels: Sequence[float], kind: str | None) -> None:
+        self.sizes = np.asarray(sizes, dtype=float)
+        self.levels = tuple(levels)
+        self.prior = KNOB_PRIORS.get(kind or "", KnobPrior(1.0, 1.0, 1.0))
+        self.stats: dict[tuple[int, float], SettingStats] = {}
+        #: how far a new peak reading at a setting rises above the highest recent one there (W), the
+        #: NOISE_QUANTILE of the recent rises: the surprise the bound's margin must cover. Readings that
+        #: fall short (a sparse sensor missing a spike) are no noise the cap needs a margin for, and the
+        #: rare large rise that corrects such a miss is kept out of the margin by the quantile.
+        self.noise_w = 0.0
+        self._rises: list[float] = []
+        self._dev_n = 0
+        #: relative standard deviation of the time per batch
+        self.time_noise = 0.0
+        self._tdev2 = 0.0
+        self._tdev_n = 0
+        #: relative standard deviation of a period's mean power at one setting
+        self.mean_noise = 0.0
+        self._mdev2 = 0.0
+        self._mdev_n = 0
+        #: the lowest mean power seen: an estimate of the idle floor, for the knob's point prediction
+        self.floor_w = math.inf
+
+    # -- learning ----------------------------------------------------------------------------------
+
+    def add(
+        self, size: int, level: float, peak_w: float | None, batch_s: float, mean_w: float, noise: bool = True
+    ) -> None:
+        """One period at (size, level): its clean peak (None when the period had none) and timing.
+        ``noise=False`` keeps a reading suspected of a load change out of the noise estimates."""
+        st = self.stats.setdefault((size, level), SettingStats())
+        if not noise:
+            st.peaks.append(peak_w) if peak_w is not None and math.isfinite(peak_w) else None
+            st.times.append(batch_s) if math.isfinite(batch_s) and batch_s > 0 else None
+            st.means.append(mean_w) if math.isfinite(mean_w) and mean_w > 0 else None
+            return
+        if peak_w is not None and math.isfinite(peak_w):
+            if st.peaks:
+                self._rises.append(max(peak_w - max(st.peaks[-KEEP:]), 0.0))
+                self._dev_n += 1
+                self.noise_w = float(np.quantile(self._rises[-RISES_KEPT:], NOISE_QUANTILE))
+            st.peaks.append(peak_w)
+        if math.isfinite(batch_s) and batch_s > 0:
+            if st.times:
+                rel = batch_s / st.batch_s - 1
+                self._tdev2 += rel * rel
+                self._tdev_n += 1
+                self.time_noise = math.sqrt(self._tdev2 / self._tdev_n)
+            st.times.append(batch_s)
+        if math.isfinite(mean_w) and mean_w > 0:
+            if st.means:
+                rel = mean_w / st.mean_w - 1
+                self._mdev2 += rel * rel
+                self._mdev_n += 1
+                self.mean_noise = math.sqrt(self._mdev2 / self._mdev_n)
+            st.means.append(mean_w)
+            self.floor_w = min(self.floor_w, mean_w)
+
+    def add_lower_bound(self, size: int, level: float, watts: float) -> None:
+        st = self.stats.setdefault((size, level), SettingStats())
+        st.at_least_w = max(st.at_least_w, watts)
+
+    def forget_except(self, size: int, level: float) -> None:
+        """The load changed: keep only the newest reading of the setting that saw it."""
+        st = self.stats.get((size, level))
+        fresh = SettingStats(st.peaks[-1:], st.times[-1:], st.means[-1:]) if st else SettingStats()
+        self.stats = {(size, level): fresh}
+        self.floor_w = fresh.mean_w if fresh.means else math.inf
+
+    def residual(self, size: int, level: float, mean_w: float, batch_s: float) -> float | None:
+        """How many deviations a period's mean power or time per batch is from what was known at this
+        setting, the larger one with its sign (None when too little is known). Both average the whole
+        period, so a sparse sensor missing a spike does not look like a change of load."""
+        st = self.stats.get((size, level))
+        if st is None or len(st.means) < 2 or len(st.times) < 2 or self._mdev_n < 3:
+            return None
+        zm = (mean_w / st.mean_w - 1) / max(self.mean_noise, 0.005)
+        zt = (batch_s / st.batch_s - 1) / max(self.time_noise, 0.005)
+        return zm if abs(zm) >= abs(zt) else zt
+
+    # -- what was measured -------------------------------------------------------------------------
+
+    def measured(self) -> list[tuple[int, float, SettingStats]]:
+        return [(b, k, st) for (b, k), st in self.stats.items() if st.measured or st.at_least_w > 0]
+
+    def exponents(self, level: float) -> tuple[float, float]:
+        """(up, down) at ``level``: how steeply power may rise and fall with batch size there, from
+        pairs of sizes measured at that level (a slope at one clock says nothing of another's)."""
+        ups: list[float] = []
+        downs: list[float] = []
+        pts = sorted((b, st.peak_w) for (b, k), st in self.stats.items() if k == level and st.measured)
+        for i, (b0, p0) in enumerate(pts):
+            j = next((j for j in range(i + 1, len(pts)) if pts[j][0] >= SLOPE_MIN_RATIO * b0), None)
+            if j is None:
+                continue
+            b1, p1 = pts[j]
+            if p0 <= 0 or p1 <= 0:
+                continue
+            slope = (math.log(p1) - math.log(p0)) / (math.log(b1) - math.log(b0))
+            noise = math.log1p(2 * self.noise_w / min(p0, p1)) / (math.log(b1) - math.log(b0))
+            (ups if slope >= 0 else downs).append(abs(slope))
+            if slope < 0 and abs(slope) <= noise:
+                downs.pop()  # a fall within the noise is no evidence of power falling
+        up = SLOPE_SAFETY * max(ups) if ups else SIZE_EXPONENT_PRIOR
+        down = SLOPE_SAFETY * max(downs) if downs else 0.0
+        return min(up, 2.0), min(down, 2.0)
+
+    def bound_w(self, level_of: np.ndarray, size_of: np.ndarray) -> np.ndarray:
+        """Upper bound on power at each candidate (arrays of equal shape); +inf where nothing is measured."""
+        pts = self.measured()
+        if not pts:
+            return np.full(size_of.shape, np.inf)
+        sigma = Z_SIGMAS * self.noise_w
+        b_i = np.array([b for b, _, _ in pts], dtype=float)
+        k_i = np.array([k for _, k, _ in pts], dtype=float)
+        exps = {k: self.exponents(k) for k in set(k_i.tolist())}
+        up = np.array([exps[k][0] for k in k_i])
+        down = np.array([exps[k][1] for k in k_i])
+        v_i = np.log(np.array([st.peak_w + sigma for _, _, st in pts]))
+        db = np.log(size_of)[..., None] - np.log(b_i)
+        dk = np.log(level_of)[..., None] - np.log(k_i)
+        growth = np.where(db >= 0, up * db, -down * db) + np.where(dk > 0, self.prior.bound * dk, 0.0)
+        return np.exp(np.min(v_i + growth, axis=-1))
+
+    # -- point predictions ---------------------------------------------------------------------------
+
+    def _level_table(self, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = sorted((b, st.peak_w, st.batch_s) for (b, k), st in self.stats.items() if k == level and st.measured)
+        rows = [r for r in rows if math.isfinite(r[2])]
+        return tuple(np.array(col, dtype=float) for col in zip(*rows)) if rows else (np.array([]),) * 3  # type: ignore[return-value]
+
+    def predict(self, level: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(power W, seconds per batch) at every size at a measured ``level``; None if none measured there."""
+        b, p, t = self._level_table(level)
+        if b.size == 0:
+            return None
+        x, xs = np.log(b), np.log(self.sizes)
+        power = np.interp(xs, x, p)
+        time = np.interp(self.sizes, b, t)
+        if b.size >= 2:
+            slopes = np.diff(np.log(np.maximum(p, 1e-9))) / np.maximum(np.diff(x), 1e-9)
+            above = xs > x[-1]
+            # the last measured slope carries on (falling power included; the bound, not this, is the safety)
+            power[above] = p[-1] * np.exp(float(slopes[-1]) * (xs[above] - x[-1]))
+            per_item = max(float(np.polyfit(b, t, 1)[0]), 0.0) if b.size >= 3 else max((t[-1] - t[-2]) / (b[-1] - b[-2]), 0.0)
+            time[above] = t[-1] + per_item * (self.sizes[above] - b[-1])
+        else:
+            time = t[0] * (self.sizes / b[0]) ** TIME_EXPONENT_PRIOR
+            above = xs > x[0]
+            power[above] = p[0] * (self.sizes[above] / b[0]) ** SIZE_EXPONENT_PRIOR
+        return power, time
+
+    def _rich_levels(self) -> list[float]:
+        counts = {k: sum(1 for (b, kk), st in self.stats.items() if kk == k and st.measured) for k in self.levels}
+        return [k for k in self.levels if counts[k] >= 2] or [k for k in self.levels if counts[k] >= 1]
+
+    def predict_level(self, level: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Power and time at every size at ``level``: its own curve where two sizes are measured there;
+        else the curve of the nearest level that has two, carried over by the knob's exponents
+        (learned from every reading at another level) and put through this level's own reading if any."""
+        rich = self._rich_levels()
+        if not rich:
+            return None
+        if level in rich and len(self._level_table(level)[0]) >= 2:
+            return self.predict(level)
+        near = min(rich, key=lambda k: abs(math.log(k) - math.log(level)))
+        power, time = self.predict(near)  # type: ignore[misc]
+        if near != level:
+            power, time = self._carry(near, power, time, level)
+        own = [(b, st) for (b, k), st in self.stats.items() if k == level and st.measured and math.isfinite(st.batch_s)]
+        if own and near != level:
+            b0, st = own[0]
+            i = int(np.searchsorted(self.sizes, b0))
+            floor = self._floor(power)
+            if power[i] - floor > 1e-6:
+                power = floor + (power - floor) * max(st.peak_w - floor, 0.0) / (power[i] - floor)
+            time = time * st.batch_s / time[i]
+        return power, time
+
+    def _floor(self, power: np.ndarray) -> float:
+        floor = self.floor_w if math.isfinite(self.floor_w) else 0.0
+        return min(floor, float(power.min()))
+
+    def _carry(self, near: float, power: np.ndarray, time: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+        kp, kt = self.knob_exponents(near, power, time)
+        ratio = level / near
+        floor = self._floor(power)
+        duty = self._duty(near)
+        return floor + (power - floor) * ratio**kp, time * ((1 - duty) + duty * ratio ** (-kt))
+
+    def knob_exponents(self, near: float, power: np.ndarray, time: np.ndarray) -> tuple[float, float]:
+        """(power, time) exponents of the knob: from every reading at another level than ``near``
+        against ``near``'s curve (``power``, ``time``) at that size; the knob's prior where there is none."""
+        kp, kt = [], []
+        floor = self._floor(power)
+        duty = self._duty(near)
+        for (b, k), st in self.stats.items():
+            if k == near or not st.measured or not math.isfinite(st.batch_s):
+                continue
+            i = int(np.searchsorted(self.sizes, b))
+            lr = math.log(k / near)
+            if st.peak_w - floor > 1 and power[i] - floor > 1:
+                kp.append(math.log((st.peak_w - floor) / (power[i] - floor)) / lr)
+            stretch = (st.batch_s / time[i] - (1 - duty[i])) / max(duty[i], 1e-6)
+            if duty[i] > 0.05 and stretch > 0:
+                kt.append(-math.log(stretch) / lr)
+        return (float(np.median(kp)) if kp else self.prior.power, float(np.median(kt)) if kt else self.prior.time)
+
+    def _duty(self, level: float) -> np.ndarray:
+        """The share of a batch's time the GPU computes at each size, from mean against peak power at
+        the nearest size measured at ``level`` (host time draws the idle floor)."""
+        rows = sorted((b, st) for (b, k), st in self.stats.items() if k == level and st.measured and st.means)
+        ones = np.ones(self.sizes.shape)
+        if not rows or not math.isfinite(self.floor_w) or sum(st.measured for st in self.stats.values()) < 2:
+            return ones  # no floor to tell host time from compute time yet: assume all of it computes
+        b = np.array([r[0] for r in rows], dtype=float)
+        span = np.array([st.peak_w - self.floor_w for _, st in rows])
+        d = np.where(span > 1e-6, (np.array([st.mean_w for _, st in rows]) - self.floor_w) / np.maximum(span, 1e-6), 1.0)
+        return np.interp(np.log(self.sizes), np.log(b), np.clip(d, 0.0, 1.0))
