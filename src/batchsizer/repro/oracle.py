@@ -65,6 +65,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchsizer.batching import Batch, DynamicBatchStream
+from batchsizer.cap_rule import PEAK, CapRule
+from batchsizer.cap_rule import over as over_cap
 from batchsizer.caps import ConstantCap
 from batchsizer.devices import BatchOutcome, Device, ScriptedDevice
 from batchsizer.errors import ConfigError
@@ -75,40 +77,10 @@ from batchsizer.telemetry import PowerSample
 
 #: the simulator's batch sizes: every whole number 1..256
 SIM_SIZES: tuple[int, ...] = tuple(range(1, 257))
-#: a check lasts at least this many control periods (and at least the whole job)
+#: a measured probe (for a device without a model) lasts this many control periods
 MIN_PERIODS = 50
-#: readings this close to the cap (W) count as at the cap, not over it
-CAP_TOLERANCE_W = 1e-9
 
 OpenDevice = Callable[[], Device]
-
-
-def rule_window_s(rule: Any) -> float:
-    """The trailing-mean window of a cap rule in seconds (0 for ``peak``).
-
-    Takes ``"peak"``, ``"avg:SECONDS"``, None (peak) or an object with ``window_s`` (the lead's
-    ``batchsizer.cap_rule.CapRule``)."""
-    if rule is None:
-        return 0.0
-    window = getattr(rule, "window_s", None)
-    if isinstance(window, (int, float)):
-        return max(float(window), 0.0)
-    text = str(rule).strip().lower()
-    if text == "peak":
-        return 0.0
-    head, sep, tail = text.partition(":")
-    if head == "avg" and sep:
-        try:
-            seconds = float(tail.rstrip("s"))
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds) and seconds > 0:
-            return seconds
-    raise ConfigError("cap rule", f"must be peak or avg:SECONDS (e.g. avg:1), got {rule!r}")
-
-
-def rule_name(window_s: float) -> str:
-    return "peak" if window_s <= 0 else f"avg:{window_s:g}"
 
 
 # -- the settings and their estimates ----------------------------------------------------------
@@ -117,10 +89,10 @@ def rule_name(window_s: float) -> str:
 def device_sizes(device: Device) -> tuple[int, ...]:
     """The whole batch sizes a controller may choose on ``device``.
 
-    A device may say so with ``batch_size_range`` (lo, hi); a measured-table plant with
+    A device may say so with ``size_range`` (lo, hi), as a table device does; a plant with
     ``batch_sizes`` (its rows: every whole size between its smallest and largest); otherwise the
     simulator's 1..256."""
-    rng = getattr(device, "batch_size_range", None)
+    rng = getattr(device, "size_range", None)
     if rng is not None:
         lo, hi = int(rng[0]), int(rng[1])
         return tuple(range(lo, hi + 1))
@@ -201,7 +173,7 @@ def estimate_settings(
         return out
     measured = []  # no model: rank by a short run of each setting (slow, but any device works)
     for s in settings:
-        chk = _run_check(open_device, s, math.inf, probe_batches * s.batch_size, 0.0, probe_batches, stop=False)
+        chk = _run_check(open_device, s, math.inf, probe_batches * s.batch_size, PEAK, probe_batches, stop=False)
         measured.append(Estimate(s, chk.throughput, chk.peak_w, chk.mean_w))
     return measured
 
@@ -319,7 +291,7 @@ class _Judge(LoopObserver):
 
     def _judge(self, value: float) -> None:
         self.highest = max(self.highest, value)
-        if value > self.cap_w + CAP_TOLERANCE_W:
+        if over_cap(value, self.cap_w):
             self.over = True
 
     def _take(self, samples: Iterable[PowerSample]) -> None:
@@ -373,23 +345,24 @@ def _run_check(
     setting: Setting,
     cap_w: float,
     items: int,
-    window_s: float,
+    rule: CapRule,
     window_batches: int,
     stop: bool = True,
     estimate: float = math.nan,
 ) -> Check:
     device = open_device()
     event = threading.Event()
-    judge = _Judge(device, cap_w, window_s, event if stop else None)
+    judge = _Judge(device, cap_w, rule.window_s, event if stop else None)
     ctrl = Static(setting.batch_size, setting.clock_mhz, setting.power_limit_w)
     try:
-        loop = ControlLoop(device, ctrl, ConstantCap(cap_w), Window(batches=window_batches), [judge], event)
+        window = Window(batches=window_batches)
+        loop = ControlLoop(device, ctrl, ConstantCap(cap_w), window, [judge], event, cap_rule=rule)
         summary = loop.run(DynamicBatchStream(range(items)))
         judge.finish(device.clock.now())
     finally:
         device.close()
-    # the loop's own account of held readings over the cap agrees with the judge under peak
-    over = judge.over or (window_s <= 0 and summary.over_cap_s > 0)
+    # the loop's own account, by the same rule (batchsizer.cap_rule.judged), must agree with the judge
+    over = judge.over or summary.over_cap_s > 0
     mean = summary.energy_j / summary.duration_s if summary.duration_s > 0 else math.nan
     return Check(
         setting, estimate, summary.items, not over, summary.throughput, judge.highest, mean, summary.duration_s
@@ -418,7 +391,7 @@ def upper_envelope(estimates: Sequence[Estimate], cap_w: float) -> Envelope:
     """The upper concave envelope of (mean power, throughput) evaluated at ``cap_w``."""
     pts = sorted(estimates, key=lambda e: (e.mean_w, e.throughput))
     pts = [e for e in pts if math.isfinite(e.mean_w) and math.isfinite(e.throughput)]
-    if not pts or pts[0].mean_w > cap_w + CAP_TOLERANCE_W:
+    if not pts or over_cap(pts[0].mean_w, cap_w):
         return Envelope(cap_w, math.nan, None, None, math.nan)
     hull: list[Estimate] = []
     for e in pts:  # monotone chain, upper hull
@@ -484,7 +457,7 @@ class OracleSearch:
         items: int,
         *,
         sizes: Sequence[int] | None = None,
-        rule: Any = "peak",
+        rule: CapRule | str | None = "peak",
         min_periods: int = MIN_PERIODS,
         window_batches: int = 10,
     ) -> None:
@@ -493,14 +466,14 @@ class OracleSearch:
         if min_periods < 1 or window_batches < 1:
             raise ConfigError("oracle", "min_periods and window_batches must be at least 1")
         self.open_device, self.cap_w, self.items = open_device, float(cap_w), items
-        self.window_s = rule_window_s(rule)
+        self.rule = CapRule.parse(rule)
         self.min_periods, self.window_batches = min_periods, window_batches
         t0 = time.perf_counter()
         probe = open_device()
         try:
             self.settings = all_settings(probe, sizes)
             #: None where the readings cannot be bounded (only the simulator's can): nothing is skipped
-            self.sensor = SensorModel.of(probe) if self.window_s <= 0 else None
+            self.sensor = SensorModel.of(probe) if self.rule.is_peak else None
         finally:
             probe.close()
         self.estimates = estimate_settings(open_device, self.settings, min_periods * window_batches)
@@ -516,7 +489,7 @@ class OracleSearch:
         s = est.setting
         if s not in self._checks:
             chk = _run_check(
-                self.open_device, s, self.cap_w, self.items, self.window_s, self.window_batches, estimate=est.throughput
+                self.open_device, s, self.cap_w, self.items, self.rule, self.window_batches, estimate=est.throughput
             )
             self._checks[s] = chk
             self.log.append(chk)
@@ -546,7 +519,7 @@ class OracleSearch:
         wall = time.perf_counter() - t0 + (self.wall_s if first == 0 else 0.0)
         return OracleResult(
             cap_w=self.cap_w,
-            rule=rule_name(self.window_s),
+            rule=str(self.rule),
             setting=None if chosen is None else chosen.setting,
             throughput=math.nan if chosen is None else chosen.throughput,
             estimate=math.nan if chosen is None else chosen.estimate,
@@ -563,7 +536,7 @@ class OracleSearch:
     def _whole_job(self, chk: Check) -> Check:
         """``chk``'s setting run for the whole job without stopping (for the fallback when none is compliant)."""
         self.runs += 1
-        return _run_check(self.open_device, chk.setting, self.cap_w, self.items, self.window_s, self.window_batches,
+        return _run_check(self.open_device, chk.setting, self.cap_w, self.items, self.rule, self.window_batches,
                           stop=False, estimate=chk.estimate)  # fmt: skip
 
 
@@ -573,7 +546,7 @@ def find_oracle(
     items: int,
     *,
     sizes: Sequence[int] | None = None,
-    rule: Any = "peak",
+    rule: CapRule | str | None = "peak",
     min_periods: int = MIN_PERIODS,
     window_batches: int = 10,
 ) -> OracleResult:
