@@ -36,10 +36,11 @@ tests measure exactly this tolerance). Two effects are not noise and are said he
 them for a bug: a controller that reaches a setting with a card cooler than the static run's draws a
 little less there (leakage: a few percent of the power as the simulated card warms, with a 60 s
 thermal time constant); and a sensor whose window is longer than a batch (the 1 s averages)
-averages neighbouring batches, so alternating settings can sit closer to the cap than any static one. The limit for the latter, and
-for the ``avg:S`` rule, is the upper concave envelope of the settings' (mean power, throughput) at
-the cap (:func:`upper_envelope`, :attr:`OracleResult.envelope`): any controller's mean power and
-throughput are a time-weighted mix of its settings', which lies under that envelope.
+averages neighbouring batches, so alternating settings can sit closer to the cap than any static
+one. The limit for the latter, and for the ``avg:S`` rule, is the upper concave envelope of the
+settings' (mean power, throughput) at the cap (:func:`upper_envelope`, :attr:`OracleResult.envelope`):
+any controller's mean power and throughput are a time-weighted mix of its settings', which lies
+under that envelope.
 
 Which settings are skipped without a run (:func:`surely_over`): only where the simulator's
 readings can be bounded (its sensor and per-batch variation are known). A compute phase of at
