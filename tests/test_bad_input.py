@@ -118,7 +118,9 @@ def test_images_folder_missing_or_empty(tmp_path: Path) -> None:
     missing = CliRunner().invoke(cli, ["run", "-q", "--device", "cpu", "--images", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "images" in missing.stderr and "not a folder" in missing.stderr, missing.stderr
     (tmp_path / "empty" / "cls").mkdir(parents=True)
-    empty = CliRunner().invoke(cli, ["run", "-q", "--device", "cpu", "--images", str(tmp_path / "empty")])
+    # static: a CPU without RAPL runs only that, and says so before anything else (checked first)
+    args = ["run", "-q", "--device", "cpu", "--controller", "static", "--images", str(tmp_path / "empty")]
+    empty = CliRunner().invoke(cli, args)
     assert empty.exit_code == 2 and "no images" in empty.stderr, empty.stderr
 
 
@@ -210,9 +212,11 @@ def test_unwritable_output_is_refused_before_the_job_runs(flag, where, words, tm
 
 
 def test_output_folders_that_do_not_exist_yet_are_not_made_by_the_check(tmp_path: Path) -> None:
+    from batchsizer.errors import ConfigError
     from batchsizer.paths import check_output_file, check_output_folder
 
-    check_output_file(tmp_path / "a" / "b" / "s.json", "json")
+    with pytest.raises(ConfigError, match="json: cannot write .*s.json: the folder .*b does not exist"):
+        check_output_file(tmp_path / "a" / "b" / "s.json", "json")  # an output file's folder is never made
     check_output_folder(tmp_path / "c" / "d", "out")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "f").write_text("x")

@@ -114,7 +114,7 @@ def test_run_help_shows_defaults() -> None:
 
 
 def test_json_and_records(tmp_path: Path) -> None:
-    js, rec = tmp_path / "out" / "s.json", tmp_path / "r.jsonl"
+    js, rec = tmp_path / "s.json", tmp_path / "r.jsonl"  # folders must exist: none is made
     result = invoke(*SCRIPTED, "--json", str(js), "--records", str(rec), "--cap-schedule", "0:200,0.2:120")
     assert result.exit_code == 0, result.output
     data = json.loads(js.read_text())

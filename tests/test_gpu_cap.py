@@ -115,7 +115,7 @@ def test_the_whole_command_on_a_fake_gpu(permitted: bool, tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output + result.stderr
     summary = json.loads(out.read_text())
     assert summary["items"] == 300 and summary["power_measured"] is True
-    assert "250 W" in summary["cap"]
+    assert summary["cap_w"] == 250 and summary["cap_source"] == "gpu-limit"  # numbers, the unit in the key
     note = "may lock cuda:0's SM clock"
     assert (note in result.stderr) is permitted
     if permitted:

@@ -113,9 +113,10 @@ def test_summary_numbers_by_hand() -> None:
 
 def test_period_boundaries_batches_seconds_and_whichever_first() -> None:
     for window, expected in [
-        (Window(batches=10), [10, 10]),
-        (Window(batches=None, seconds=0.25), [3] * 8),  # 0.1 s batches: closes at 0.3 s
-        (Window(batches=2, seconds=0.25), [2] * 12),
+        # the last, partial period (the job's tail) is reported too, with no decision ("end")
+        (Window(batches=10), [10, 10, 5]),
+        (Window(batches=None, seconds=0.25), [3] * 8 + [1]),  # 0.1 s batches: closes at 0.3 s
+        (Window(batches=2, seconds=0.25), [2] * 12 + [1]),
     ]:
         keep = Keep()
         ControlLoop(_device(), Static(1), ConstantCap(200), window, [keep]).run(DynamicBatchStream(range(25)))
@@ -135,8 +136,8 @@ def test_cap_change_closes_the_period_and_is_announced() -> None:
     caps = CapSchedule([(0, 200.0), (1.05, 150.0)])
     keep = Keep()
     ControlLoop(_device(), Static(1), caps, Window(10), [keep]).run(DynamicBatchStream(range(40)))
-    assert [p.observation.batches for p in keep.periods] == [10, 1, 10, 10]
-    assert [p.observation.cap_w for p in keep.periods] == [200, 150, 150, 150]
+    assert [p.observation.batches for p in keep.periods] == [10, 1, 10, 10, 9]  # 9: the tail, not decided on
+    assert [p.observation.cap_w for p in keep.periods] == [200, 150, 150, 150, 150]
     assert keep.events == [("cap", "cap changed from 200 W to 150 W")]
     keep = Keep()
     ControlLoop(_device(), Static(1), caps, Window(10), [keep], react_to_cap_change=False).run(
@@ -199,7 +200,9 @@ def test_job_recorder_writes_every_kind(tmp_path: Path) -> None:
     assert r["job"][0]["x"] == 1 and r["job"][0]["controller"]["name"] == "static"
     assert [b["first"] for b in r["batch"]] == list(range(0, 60, 2))
     assert all(b["latency_s"] == pytest.approx(0.1) for b in r["batch"])
-    assert len(r["period"]) == s.periods
+    assert len(r["period"]) == s.periods + 1  # and the job's tail, which ends where the last batch does
+    assert r["period"][-1]["reason"] == "end" and r["period"][-1]["end"] == r["batch"][-1]["end"]
+    assert r["power"][-1]["t"] > r["period"][-2]["end"]  # the tail's power samples too
     ts = [p["t"] for p in r["power"]]
     assert ts == sorted(ts) and len(set(ts)) == len(ts)
     assert r["event"][0]["kind"] == "cap" and r["event"][0]["new"] == 90

@@ -96,7 +96,10 @@ def test_nan_and_inf_are_written_as_null(tmp_path: Path) -> None:
 
 
 def test_append_mode_and_bad_paths(tmp_path: Path) -> None:
-    p = tmp_path / "sub" / "r.jsonl"
+    with pytest.raises(ConfigError, match="records: cannot write .*: the folder .*sub does not exist"):
+        RecordWriter(tmp_path / "sub" / "r.jsonl")
+    assert not (tmp_path / "sub").exists()
+    p = tmp_path / "r.jsonl"
     w = RecordWriter(p)
     w.write("job", n=1)
     w.close()

@@ -71,6 +71,6 @@ def test_the_h100s_averaging_sensor_hides_what_the_instant_field_shows(tmp_path)
     avg, inst = results["average"], results["default"]
     assert avg["workload"]["sensor"] != inst["workload"]["sensor"]
     # the 1 s average hides the batches' peaks: the controller goes further over the cap, unseen
-    assert avg["true_power"]["over_cap_s"] > 3 * inst["true_power"]["over_cap_s"]
+    assert avg["true_power"]["over_cap_s"] > 2 * inst["true_power"]["over_cap_s"]
     assert avg["over_cap_s"] < 0.1 * avg["true_power"]["over_cap_s"]
     assert inst["over_cap_s"] > 0.1 * inst["true_power"]["over_cap_s"]  # the instant field sees them

@@ -53,6 +53,9 @@ class CapSchedule:
             raise ConfigError("cap schedule", "needs at least one (time, cap) step")
         parsed = [(float(t), check_cap(c, "cap schedule")) for t, c in steps]
         times = [t for t, _ in parsed]
+        endless = [t for t in times if not math.isfinite(t)]
+        if endless:
+            raise ConfigError("cap schedule", f"step times must be finite numbers of seconds, got {endless[0]:g}")
         if times[0] != 0:
             raise ConfigError("cap schedule", f"the first step must be at time 0, got {times[0]:g}")
         if any(b <= a for a, b in zip(times, times[1:])):
@@ -133,9 +136,10 @@ class CapFile:
         try:
             new = parse_cap_text(self.path.read_text())
         except (ConfigError, OSError, UnicodeDecodeError) as exc:
-            message = f"{exc}; keeping the previous cap of {self.watts:g} W"
-            self.rejected.append(message)
-            log.warning("cap file %s: %s", self.path, message)
+            problem = exc.problem if isinstance(exc, ConfigError) else str(exc)
+            message = f"{self.path}: {problem}; keeping the previous cap of {self.watts:g} W"
+            self.rejected.append(message)  # the CLI reports these as events, on the terminal and in the records
+            log.info("cap file %s", message)
             return self.watts
         if new != self.watts:
             log.info("cap file %s: cap changed from %g W to %g W", self.path, self.watts, new)

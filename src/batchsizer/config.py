@@ -59,7 +59,50 @@ def load_config(path: Path, command: click.Command) -> dict[str, Any]:
     nested = [k for k, v in data.items() if isinstance(v, dict)]
     if nested:
         raise ConfigError("config", f"{path}: {', '.join(nested)} must be a value, not a table")
-    return {keys[k]: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in data.items()}
+    params = {p.name: p for p in command.params}
+    return {keys[k]: _checked(path, k, v, params[keys[k]]) for k, v in data.items()}
+
+
+def _toml(value: Any) -> str:
+    """A value as it was written in the TOML file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def _checked(path: Path, key: str, value: Any, param: click.Parameter) -> Any:
+    """``value`` for ``param`` if it is of the option's type (checked here, like on the command line,
+    so that a wrong type is one line naming the file and the key); a list of values for a
+    comma-separated option (``sizes = [1, 2, 4]``) is joined."""
+
+    def bad(allowed: str) -> ConfigError:
+        return ConfigError("config", f"{path}: {key} = {_toml(value)}: {allowed}")
+
+    kind = param.type
+    if isinstance(param, click.Option) and param.is_flag:
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+        return value
+    if isinstance(value, list):
+        if not isinstance(kind, click.types.StringParamType) or any(isinstance(v, (list, dict, bool)) for v in value):
+            raise bad("must be a single value, not a list" if not isinstance(kind, click.types.StringParamType)
+                      else "must be a list of numbers or words, like [1, 2, 4]")  # fmt: skip
+        value = ",".join(map(str, value))
+    if isinstance(kind, click.types.IntParamType) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise bad("must be a whole number" + (" (without quotes)" if isinstance(value, str) else ""))
+    if isinstance(kind, click.types.FloatParamType) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise bad("must be a number" + (" (without quotes)" if isinstance(value, str) else ""))
+    if isinstance(kind, (click.types.StringParamType, click.Choice, click.Path)) and not isinstance(value, str):
+        raise bad("must be text in quotes")
+    try:
+        kind.convert(value, param, None)
+    except click.BadParameter as exc:
+        raise bad(exc.message) from None
+    return value
 
 
 def _apply(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:

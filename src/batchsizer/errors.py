@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BatchSizerError(Exception):
     """Base of every error this package raises on purpose."""
@@ -14,6 +16,18 @@ class ConfigError(BatchSizerError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its message and attributes, not by calling __init__ again with the message
+        # (which takes field and problem): so it crosses process boundaries (reproduce's workers)
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls)
+    BaseException.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class DeviceError(BatchSizerError):

@@ -36,15 +36,19 @@ def _cap(cap_w: float) -> str:
 
 
 class PlainLines(LoopObserver):
-    """A line per period, for logs and pipes."""
+    """A line per period, for logs and pipes (on stderr with ``err``: stdout carries ``--json -``)."""
 
-    def __init__(self, every: int = 1) -> None:
+    def __init__(self, every: int = 1, err: bool = False) -> None:
         self.every = max(1, every)
         self.start = 0.0
+        self.err = err
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.start = float(info.get("start", 0.0))  # times are shown from the job's start
-        click.echo(f"job: {info['device'].get('name')} | controller {info['controller']['name']} | cap {info['cap']}")
+        click.echo(
+            f"job: {info['device'].get('name')} | controller {info['controller']['name']} | cap {info['cap']}",
+            err=self.err,
+        )
 
     def on_period(self, record: PeriodRecord) -> None:
         o, d = record.observation, record.decision
@@ -53,7 +57,8 @@ class PlainLines(LoopObserver):
         clock = f" clock {o.setting.clock_mhz} MHz" if o.setting.clock_mhz else ""
         click.echo(
             f"t={o.end - self.start:8.2f}s cap {_cap(o.cap_w)} peak {_w(o.peak_w)} W mean {_w(o.mean_w)} W "
-            f"batch {o.setting.batch_size:4d}{clock} {o.throughput:8.1f} img/s -> {d.reason} {d.setting.batch_size}"
+            f"batch {o.setting.batch_size:4d}{clock} {o.throughput:8.1f} items/s -> {d.reason} {d.setting.batch_size}",
+            err=self.err,
         )
 
     def on_event(self, kind: str, message: str, **fields: Any) -> None:
@@ -194,17 +199,29 @@ class LiveView(LoopObserver):
         return Group(*parts)
 
 
-def is_terminal() -> bool:
-    return sys.stdout.isatty()
+class Warnings(LoopObserver):
+    """With ``--quiet``: warnings (telemetry faults, cap not met, out of memory...) still reach stderr."""
+
+    #: events that are news, not warnings
+    QUIET_KINDS = ("cap", "telemetry-recovered")
+
+    def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        if kind not in self.QUIET_KINDS:
+            click.echo(f"warning: [{kind}] {message}", err=True)
 
 
-def make_view(quiet: bool, total_items: int | None = None) -> LoopObserver | None:
-    """The live panel on a terminal, plain lines otherwise, nothing with ``--quiet``."""
+def is_terminal(err: bool = False) -> bool:
+    return (sys.stderr if err else sys.stdout).isatty()
+
+
+def make_view(quiet: bool, total_items: int | None = None, err: bool = False) -> LoopObserver:
+    """The live panel on a terminal, plain lines otherwise; with ``--quiet`` only warnings.
+    With ``err`` all of it goes to stderr (stdout then carries ``--records -`` or ``--json -``)."""
     if quiet:
-        return None
-    if is_terminal():
-        return LiveView(total_items)
-    return PlainLines()
+        return Warnings()
+    if is_terminal(err):
+        return LiveView(total_items, console=Console(stderr=True) if err else None)
+    return PlainLines(err=err)
 
 
 def close_view(view: LoopObserver | None) -> None:
@@ -256,18 +273,18 @@ def summary_lines(summary: Summary) -> list[tuple[str, str]]:
     return rows
 
 
-def print_summary(summary: Summary, console: Console | None = None) -> None:
-    """A table on a terminal, aligned plain lines otherwise (easy to grep in logs)."""
+def print_summary(summary: Summary, console: Console | None = None, err: bool = False) -> None:
+    """A table on a terminal, aligned plain lines otherwise (easy to grep in logs); on stderr with ``err``."""
     rows = summary_lines(summary)
-    if console is not None or is_terminal():
+    if console is not None or is_terminal(err):
         table = Table(title="summary", show_header=False, title_justify="left", title_style="bold")
         table.add_column(style="bold")
         table.add_column()
         for key, value in rows:
             table.add_row(key, value)
-        (console or Console()).print(table)
+        (console or Console(stderr=err)).print(table)
         return
     width = max(len(k) for k, _ in rows)
-    click.echo("summary:")
+    click.echo("summary:", err=err)
     for key, value in rows:
-        click.echo(f"  {key:<{width}}  {value}")
+        click.echo(f"  {key:<{width}}  {value}", err=err)

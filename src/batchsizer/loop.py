@@ -398,6 +398,8 @@ class ControlLoop:
             period.watch = decision.stop_on_violation and every is not None
             period.min_s = decision.min_period_s or 0.0
             summary.periods += 1
+        else:  # the job's tail: in the records and views too, with no decision (the setting stays)
+            self._emit("on_period", PeriodRecord(obs, pw, Decision(self.setting, "end"), samples))
         period.restart(now)
 
     def _cap_function(self, cap: float, job_start: float) -> Any:

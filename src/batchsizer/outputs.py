@@ -140,8 +140,9 @@ class OutputWriter(LoopObserver):
         self.next_id = start
         self.placeholder = placeholder
         self.skipped = skipped
+        if not self.path.parent.exists():  # checked with the options; never made on the user's behalf
+            raise ConfigError("save-outputs", f"cannot write {self.path}: the folder {self.path.parent} does not exist")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             new = start == 0 and (not self.path.exists() or self.path.stat().st_size == 0)
             self._file: IO[str] = open(self.path, "w" if new else "a", encoding="utf-8")
         except OSError as exc:

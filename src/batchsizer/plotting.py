@@ -7,9 +7,10 @@ batch sizes from ``batch`` records. Uses matplotlib's Agg backend, so no display
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,27 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 from batchsizer.errors import ConfigError  # noqa: E402
-from batchsizer.records import read_records  # noqa: E402
+from batchsizer.records import iter_numbered_records  # noqa: E402
 
 FIGURES = ("power", "batch_size", "throughput", "overview")
+#: more sensor readings than this in a figure are drawn as a min-max band per column of pixels
+MAX_POWER_POINTS = 4000
+#: columns of that band (about the plot area's width in pixels at 120 dpi)
+BAND_COLUMNS = 900
+#: --dpi bounds: below, text is unreadable; above, the 9 x 8 inch overview is over 26 million pixels
+DPI_RANGE = (10, 600)
+
+NAN = float("nan")
 
 
 @dataclass
 class JobTrace:
-    """The series a figure needs, on seconds since the job's start."""
+    """The series a figure needs, on seconds since the job's start. A file with several runs (a job
+    stopped and resumed) continues the time axis at each run's end; NaN separates the runs' lines."""
 
     title: str
     power_t: list[float]
@@ -35,65 +46,180 @@ class JobTrace:
     cap_t: list[float]
     cap_w: list[float]
     batch_t: list[float]
-    batch_size: list[int]
+    batch_size: list[float]
     period_t: list[float]
     period_peak_w: list[float | None]
     throughput: list[float]
+    #: each period's (start, end) and throughput as a step line: start, end, start, end, ...
+    throughput_t: list[float] = field(default_factory=list)
+    throughput_y: list[float] = field(default_factory=list)
+    #: where a resumed run begins on the time axis
+    resumes: list[float] = field(default_factory=list)
+
+
+class _Bad(Exception):
+    pass
+
+
+def _number(rec: dict[str, Any], key: str, *, optional: bool = False) -> float | None:
+    """``rec[key]`` as a float; None where it may be missing or null; else _Bad saying what is wrong."""
+    if key not in rec or (rec[key] is None and optional):
+        if optional:
+            return None
+        raise _Bad(f"has no {key!r} field")
+    value = rec[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"field {key!r} must be a number, got {json.dumps(value)}")
+    return float(value)
+
+
+#: the fields a figure reads, per record type: (name, may be null)
+FIELDS = {
+    "job": (("start", True),),
+    "batch": (("start", False), ("end", True), ("size", False)),
+    "period": (("start", False), ("end", False), ("cap_w", True), ("peak_w", True), ("throughput", True)),
+    "power": (("t", False), ("w", True)),
+}
+
+
+def _read_runs(p: Path) -> list[dict[str, list[dict[str, Any]]]]:
+    """The file's records as runs (a ``job`` line starts one), each record's fields checked."""
+    runs: list[dict[str, list[dict[str, Any]]]] = []
+    for n, rec in iter_numbered_records(p):
+        kind = rec["type"]
+        if kind == "job" or not runs:
+            runs.append({})
+        if kind not in FIELDS:
+            continue
+        clean: dict[str, Any] = {}
+        if kind == "job":
+            clean = {k: rec.get(k) for k in ("device", "controller")}
+        for key, optional in FIELDS[kind]:
+            try:
+                clean[key] = _number(rec, key, optional=optional)
+            except _Bad as exc:
+                raise ConfigError("records", f"{p}, line {n}: a {kind} record {exc}") from None
+        runs[-1].setdefault(kind, []).append(clean)
+    return runs
 
 
 def load_trace(path: str | os.PathLike[str]) -> JobTrace:
-    """Read a records file; a clear ConfigError when it is missing, empty or not records."""
+    """Read a records file; a clear ConfigError when it is missing, empty or not records, naming
+    the line and the field of a record whose field is not what the figures need."""
     p = Path(path)
     if not p.exists():
         raise ConfigError("records", f"{p} does not exist; write one with batchsizer run --records {p}")
     if p.is_file() and p.stat().st_size == 0:
         raise ConfigError("records", f"{p} is empty")
     try:
-        rec = read_records(p)
+        runs = _read_runs(p)
     except UnicodeDecodeError:
-        rec = {}
-    if not rec.get("period") and not rec.get("batch"):
+        runs = []
+    if not any(r.get("period") or r.get("batch") for r in runs):
         raise ConfigError(
             "records",
             f"{p} holds no batch or period records; expected the JSON Lines written by batchsizer run --records",
         )
-    job: dict[str, Any] = (rec.get("job") or [{}])[0]
-    periods = rec.get("period", [])
-    batches = rec.get("batch", [])
-    t0 = job.get("start")
-    if t0 is None:
-        t0 = min([b["start"] for b in batches[:1]] + [q["start"] for q in periods[:1]] or [0.0])
-    # a period's cap_w is the cap at its end (a cap change closes the period at once), so the
-    # cap steps at period ends: [start_0, end_0) at cap_0, then cap_i from end_i on
-    cap_t = [periods[0]["start"] - t0] + [q["end"] - t0 for q in periods] if periods else []
-    cap_w = [periods[0]["cap_w"]] + [q["cap_w"] for q in periods] if periods else []
-    device = job.get("device", {}).get("name", "?") if isinstance(job.get("device"), dict) else "?"
-    ctrl = job.get("controller", {}).get("name", "?") if isinstance(job.get("controller"), dict) else "?"
-    return JobTrace(
-        title=f"{p.name}: {device}, controller {ctrl}",
-        power_t=[s["t"] - t0 for s in rec.get("power", []) if s.get("w") is not None],
-        power_w=[s["w"] for s in rec.get("power", []) if s.get("w") is not None],
-        cap_t=cap_t,
-        cap_w=cap_w,
-        batch_t=[b["start"] - t0 for b in batches],
-        batch_size=[b["size"] for b in batches],
-        period_t=[q["end"] - t0 for q in periods],
-        period_peak_w=[q.get("peak_w") for q in periods],
-        throughput=[q.get("throughput") or 0.0 for q in periods],
-    )
+    first_job: dict[str, Any] = next((r["job"][0] for r in runs if r.get("job")), {})
+    device = first_job["device"].get("name", "?") if isinstance(first_job.get("device"), dict) else "?"
+    ctrl = first_job["controller"].get("name", "?") if isinstance(first_job.get("controller"), dict) else "?"
+    runs = [r for r in runs if r.get("period") or r.get("batch") or r.get("power")]
+    tr = JobTrace(f"{p.name}: {device}, controller {ctrl}", [], [], [], [], [], [], [], [], [])
+    if len(runs) > 1:
+        tr.title += f" ({len(runs)} runs: stopped and resumed)"
+    offset = 0.0
+    for k, run in enumerate(runs):
+        periods, batches, power = run.get("period", []), run.get("batch", []), run.get("power", [])
+        t0 = (run.get("job") or [{}])[0].get("start")
+        if t0 is None:
+            t0 = min([b["start"] for b in batches[:1]] + [q["start"] for q in periods[:1]] + [s["t"] for s in power[:1]])
+        shift = offset - t0
+        if k > 0:
+            tr.resumes.append(offset)
+            for series in (tr.power_t, tr.power_w, tr.cap_t, tr.cap_w, tr.batch_t, tr.batch_size):
+                series.append(NAN)  # no line joins one run to the next
+            tr.throughput_t.append(NAN)
+            tr.throughput_y.append(NAN)
+        for s in power:
+            if s["w"] is not None:
+                tr.power_t.append(s["t"] + shift)
+                tr.power_w.append(s["w"])
+        if periods:
+            # a period's cap_w is the cap at its end (a cap change closes the period at once), so the
+            # cap steps at period ends: [start_0, end_0) at cap_0, then cap_i from end_i on
+            tr.cap_t += [periods[0]["start"] + shift] + [q["end"] + shift for q in periods]
+            tr.cap_w += [periods[0]["cap_w"]] + [q["cap_w"] for q in periods]
+        for q in periods:
+            tr.period_t.append(q["end"] + shift)
+            tr.period_peak_w.append(q["peak_w"])
+            tput = q["throughput"] or 0.0
+            tr.throughput.append(tput)
+            tr.throughput_t += [q["start"] + shift, q["end"] + shift]
+            tr.throughput_y += [tput, tput]
+        if batches:
+            tr.batch_t += [b["start"] + shift for b in batches]
+            tr.batch_size += [b["size"] for b in batches]
+            last = batches[-1]
+            tr.batch_t.append((last["end"] if last["end"] is not None else last["start"]) + shift)
+            tr.batch_size.append(last["size"])  # the last batch's step reaches its end
+        ends = [b["end"] for b in batches if b["end"] is not None] + [q["end"] for q in periods]
+        ends += [s["t"] for s in power]
+        offset = max(ends, default=t0) + shift
+    return tr
+
+
+def _segments(t: list[float], y: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The runs of a series, split at its NaN times."""
+    tt, yy = np.asarray(t, dtype=float), np.asarray([NAN if v is None else v for v in y], dtype=float)
+    cuts = np.flatnonzero(np.isnan(tt))
+    out, start = [], 0
+    for c in [*cuts, len(tt)]:
+        if c > start:
+            out.append((tt[start:c], yy[start:c]))
+        start = c + 1
+    return out
+
+
+def _band(t: np.ndarray, w: np.ndarray, width: float) -> tuple[np.ndarray, ...]:
+    """Per column of ``width`` seconds: its start, lowest, mean and highest reading (columns without
+    readings dropped)."""
+    col = np.floor((t - t[0]) / width).astype(np.int64)
+    starts, idx, counts = np.unique(col, return_index=True, return_counts=True)
+    lo = np.minimum.reduceat(w, idx)
+    hi = np.maximum.reduceat(w, idx)
+    mean = np.add.reduceat(w, idx) / counts
+    return t[0] + starts * width, lo, mean, hi
+
+
+def _resumes(ax: Axes, tr: JobTrace, label: bool) -> None:
+    for k, t in enumerate(tr.resumes):
+        ax.axvline(t, color="0.45", ls=":", lw=1, label="resumed" if label and k == 0 else None)
 
 
 def _power(ax: Axes, tr: JobTrace) -> None:
-    if tr.power_t:
+    n = sum(1 for t in tr.power_t if t == t)
+    if n > MAX_POWER_POINTS:  # a long job: one min-max band per pixel column keeps every peak visible
+        span = max(t for t in tr.power_t if t == t) - min(t for t in tr.power_t if t == t)
+        width = max(span / BAND_COLUMNS, 1e-9)
+        for k, (t, w) in enumerate(_segments(tr.power_t, tr.power_w)):
+            x, lo, mean, hi = _band(t, w, width)
+            x = np.append(x, x[-1] + width)
+            lo, mean, hi = np.append(lo, lo[-1]), np.append(mean, mean[-1]), np.append(hi, hi[-1])
+            ax.fill_between(x, lo, hi, step="post", color="tab:blue", alpha=0.35, lw=0,
+                            label="sensor power, min-max per column" if k == 0 else None)  # fmt: skip
+            ax.step(x, hi, where="post", color="tab:blue", lw=0.6)  # the peaks, sharp
+            ax.step(x, mean, where="post", color="navy", lw=0.8, label="mean per column" if k == 0 else None)
+    elif n:
         ax.step(tr.power_t, tr.power_w, where="post", lw=0.8, color="tab:blue", label="sensor power")
     pts = [(t, w) for t, w in zip(tr.period_t, tr.period_peak_w) if w is not None]
     if pts:
         ax.plot(*zip(*pts), "o", ms=3, color="tab:orange", label="window peak")
-    capped = [(t, w) for t, w in zip(tr.cap_t, tr.cap_w) if w is not None and math.isfinite(w)]
-    if capped:
+    capped = [(t, w if w is not None and math.isfinite(w) else NAN) for t, w in zip(tr.cap_t, tr.cap_w)]
+    if any(w == w for _, w in capped):
         ax.step(*zip(*capped), where="post", color="tab:red", lw=1.8, label="cap")
+    _resumes(ax, tr, label=True)
     ax.set_ylabel("power (W)")
-    if not tr.power_t and not pts:  # a device without a power meter, run uncapped
+    if not n and not pts:  # a device without a power meter, run uncapped
         ax.text(0.5, 0.5, "power not measured (no power meter): uncapped", ha="center", va="center",
                 transform=ax.transAxes, color="0.4")  # fmt: skip
     else:
@@ -103,21 +229,33 @@ def _power(ax: Axes, tr: JobTrace) -> None:
 
 def _batch(ax: Axes, tr: JobTrace) -> None:
     ax.step(tr.batch_t, tr.batch_size, where="post", color="tab:green", lw=1.2)
-    if tr.batch_size and max(tr.batch_size) / max(1, min(tr.batch_size)) >= 16:
+    sizes = [b for b in tr.batch_size if b == b]
+    if sizes and max(sizes) / max(1, min(sizes)) >= 16:
         ax.set_yscale("log", base=2)
+    _resumes(ax, tr, label=False)
     ax.set_ylabel("batch size")
     ax.grid(alpha=0.3)
 
 
 def _throughput(ax: Axes, tr: JobTrace) -> None:
-    ax.step(tr.period_t, tr.throughput, where="pre", color="tab:purple", lw=1.2)
+    # each period a flat line from its start to its end: one period is a line too, not an empty panel
+    ax.plot(tr.throughput_t, tr.throughput_y, color="tab:purple", lw=1.2)
+    _resumes(ax, tr, label=False)
     ax.set_ylabel("throughput (items/s)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
 
 
+def check_dpi(dpi: int) -> int:
+    low, high = DPI_RANGE
+    if not low <= dpi <= high:
+        raise ConfigError("dpi", f"must be between {low} and {high}, got {dpi}")
+    return dpi
+
+
 def plot_records(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], dpi: int = 120) -> list[Path]:
     """Write power.png, batch_size.png, throughput.png and overview.png; returns their paths."""
+    check_dpi(dpi)
     tr = load_trace(path)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import click
+
 from batchsizer.errors import ConfigError
+from batchsizer.paths import is_stdout, umask_mode
 
 
 def _clean(value: Any) -> Any:
@@ -30,15 +34,23 @@ def _clean(value: Any) -> Any:
 
 
 class RecordWriter:
-    """Appends one JSON object per line and flushes it, so a crash loses at most the line in flight."""
+    """Writes one JSON object per line and flushes it, so a crash loses at most the line in flight.
+
+    A new file replaces an old one of the same name unless ``append`` (``--resume``); ``-`` is
+    standard output. The file's folder must exist: none is made."""
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
         self.path = Path(path)
+        self._stdout = is_stdout(path)
+        if self._stdout:
+            self._file: IO[str] = sys.stdout
+            return
         if self.path.is_dir():
             raise ConfigError("records", f"{self.path} is a folder; give a file path such as run.jsonl")
+        if not self.path.parent.exists():
+            raise ConfigError("records", f"cannot write {self.path}: the folder {self.path.parent} does not exist")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = open(self.path, "a" if append else "w", encoding="utf-8")
+            self._file = open(self.path, "a" if append else "w", encoding="utf-8")
         except OSError as exc:
             raise ConfigError("records", f"cannot write {self.path}: {exc.strerror or exc}") from None
 
@@ -51,29 +63,39 @@ class RecordWriter:
     def sync(self) -> None:
         """Push what was written to the disk (done at period ends and on close)."""
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if not self._stdout:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._stdout:
+            self._file.flush()
+        elif not self._file.closed:
             self.sync()
             self._file.close()
 
 
-def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every complete record in a file; a partial or corrupt line (a crash mid-write) is skipped."""
+def iter_numbered_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number from 1, record) for every complete record; a partial or corrupt line (a crash
+    mid-write) is skipped. Files of older versions read the same (their fields are only fewer)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("records", f"{p} is not a file")
     with open(p, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for n, line in enumerate(f, start=1):
             if not line.endswith("\n"):
                 return  # the line in flight when the job stopped
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(obj, dict) and "type" in obj:
-                yield obj
+            if isinstance(obj, dict) and isinstance(obj.get("type"), str):
+                yield n, obj
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every complete record in a file; a partial or corrupt line (a crash mid-write) is skipped."""
+    for _, obj in iter_numbered_records(path):
+        yield obj
 
 
 def read_records(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
@@ -85,14 +107,20 @@ def read_records(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    """Write JSON through a temporary file and a rename, so readers never see half a file; with the
+    mode a new file gets under the user's umask; ``-`` writes to standard output."""
+    if is_stdout(path):
+        click.echo(json.dumps(_clean(data), indent=2, allow_nan=False))
+        return
     p = Path(path)
+    if not p.parent.exists():
+        raise ConfigError("json", f"cannot write {p}: the folder {p.parent} does not exist")
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     except OSError as exc:
         raise ConfigError("json", f"cannot write {p}: {exc.strerror or exc}") from None
     try:
+        os.fchmod(fd, umask_mode())  # mkstemp makes 0600; a results file is the user's to share
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(_clean(data), f, indent=2, allow_nan=False)
             f.write("\n")

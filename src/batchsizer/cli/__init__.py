@@ -33,7 +33,18 @@ class _Commands(click.Group):
         module = cmd_name.replace("-", "_")
         if module not in self._modules():
             return None
-        return importlib.import_module(f"batchsizer.cli.commands.{module}").command
+        command: click.Command = importlib.import_module(f"batchsizer.cli.commands.{module}").command
+        if not any(p.name == "verbose" for p in command.params):  # -v after the subcommand too
+            command.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_verbose,
+                    help="Log what the tool does to stderr (as batchsizer -v).",
+                )
+            )
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -43,10 +54,37 @@ class _Commands(click.Group):
             ctx.exit(2)
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+EPILOG = """\b
+Exit codes:
+  0    done (bare `batchsizer` too: it prints this help)
+  1    an unexpected error: a bug, please report its traceback
+  2    bad input, one line `error: <field>: <what is allowed>`,
+       or a device that failed
+  3    run --strict: the cap could not be met
+  130  stopped by Ctrl-C (SIGINT), records and outputs flushed
+  143  stopped by SIGTERM, records and outputs flushed
+
+\b
+Shell completion, e.g. in ~/.bashrc (zsh_source, fish_source for others):
+  eval "$(_BATCHSIZER_COMPLETE=bash_source batchsizer)"
+"""
+
+
+@click.group(
+    cls=_Commands,
+    invoke_without_command=True,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.version_option(__version__, prog_name="batchsizer")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the tool does (cap changes, warnings) to stderr.")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Run DNN inference under a power cap, as fast as the cap allows, by moving the batch size.
 
     With no GPU, everything runs on a simulated one (the default device, sim:p40).
@@ -54,6 +92,9 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
     )
+    if ctx.invoked_subcommand is None:  # bare `batchsizer`: the help, and success (as `git` or `pip` do)
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 def main() -> None:

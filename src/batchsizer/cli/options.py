@@ -12,7 +12,7 @@ import click
 from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
 from batchsizer.errors import ConfigError
 from batchsizer.hw.model_source import is_model_reference
-from batchsizer.paths import check_output_file
+from batchsizer.paths import check_output_file, is_stdout
 from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, DEFAULT_CONTROLLER
 from batchsizer.policies.base import check_sizes
 from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
@@ -27,22 +27,43 @@ def _stack(f: F, decorators: list[Callable[[F], F]]) -> F:
     return f
 
 
-def path_option(flag: str, dest: str, what: str) -> Callable[[F], F]:
-    """An optional output file (``--json``, ``--csv``, ``--records``...), off unless given.
+def path_option(flag: str, dest: str, what: str, *, stdout_ok: bool = False) -> Callable[[F], F]:
+    """An optional output file (``--json``, ``--csv``, ``--records``...), off unless given; with
+    ``stdout_ok``, ``-`` means standard output.
 
     Checked for writability when the command line is read, before any work is done."""
 
     def check(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+        if value is not None and is_stdout(value) and not stdout_ok:
+            raise ConfigError(flag.lstrip("-"), "needs a file path; it cannot be - (standard output)")
         return None if value is None else check_output_file(value, flag.lstrip("-"))
 
+    dash = "; - for standard output" if stdout_ok else ""
     return click.option(
         flag,
         dest,
         type=click.Path(path_type=Path),
         default=None,
         callback=check,
-        help=f"{what.rstrip('.')} [default: none].",
+        help=f"{what.rstrip('.')}{dash} [default: none].",
     )
+
+
+def given_options(ctx: click.Context | None = None) -> set[str]:
+    """The parameters the user set (on the command line, in the environment or in --config), not defaults."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is None:
+        return set()
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, shown with --quiet too."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def parse_int_list(text: str, field: str) -> tuple[int, ...]:
@@ -204,10 +225,16 @@ def _check_sim_options(kw: dict[str, Any], kind: str) -> None:
                               f", got {value!r}")
 
 
+#: the most items a job may ask for (a bound that keeps lengths within what Python's ranges hold)
+MAX_ITEMS = 10**12
+
+
 def make_workload_options(**kw: Any) -> WorkloadOptions:
-    if kw["items"] is not None and kw["items"] < 1:
-        raise ConfigError("items", f"must be at least 1, got {kw['items']}")
+    items = kw["items"]
+    if items is not None and not 1 <= items <= MAX_ITEMS:
+        raise ConfigError("items", f"must be at least 1 and at most {MAX_ITEMS:,}, got {items}")
     kind = device_kind(kw["device"])
+    images = kw.get("images")
     workers, checkpoint = kw.get("workers", 2), kw.get("checkpoint")
     if workers < 0:
         raise ConfigError("workers", f"must be 0 or more, got {workers}")
@@ -219,6 +246,7 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         ("checkpoint", checkpoint),
         ("read-only", kw.get("read_only")),
         ("input-size", side is not None),
+        ("images", images is not None),
     ):
         if given and kind not in REAL_KINDS and not (name == "read-only" and is_table_device(kw["device"])):
             tables = " and table devices (table:PATH.csv, sim:zeus-...)" if name == "read-only" else ""
@@ -237,6 +265,11 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
             f"{kw['model']!r} is a model file or code, which runs on real devices (cpu, cuda[:N]); "
             f"{kw['device']!r} simulates the paper's DNNs: {', '.join(m.abbr for m in MODELS.values())}",
         )
+    if images is not None and not Path(images).is_dir():
+        what = "a file" if Path(images).exists() else "it does not exist"
+        raise ConfigError("images", f"{images} is not a folder ({what}); give a folder of images, one subfolder per class")
+    if images is not None and "items" in given_options():
+        warn(f"--items {items} is not used: with --images the job runs every image in {images}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         what = "a folder" if Path(checkpoint).is_dir() else "missing"
         raise ConfigError("checkpoint", f"{checkpoint} is {what}; give a PyTorch state dict file (.pt, .pth)")
@@ -341,6 +374,37 @@ def controller_options(f: F) -> F:
         ),
     ]
     return _stack(f, decorators)
+
+
+#: the controller options each built-in controller reads; the others it ignores
+CONTROLLER_USES = {
+    "adaptive": {"sizes", "initial"},
+    "batchsizer": {"sizes", "alpha", "initial", "clock_mhz"},
+    "dvfs": {"batch_size", "alpha"},
+    "static": {"batch_size", "clock_mhz"},
+    "aimd": {"sizes", "initial"},
+}
+_FLAGS = {"sizes": "--sizes", "alpha": "--alpha", "initial": "--initial", "batch_size": "--batch-size", "clock_mhz": "--clock"}
+
+
+def unused_controller_options(controller: str, given: set[str]) -> list[str]:
+    """The controller options given that ``controller`` does not read (none for controllers it does not know)."""
+    uses = CONTROLLER_USES.get(controller)
+    if uses is None:
+        return []
+    return [flag for name, flag in _FLAGS.items() if name in given and name not in uses]
+
+
+def warn_unused_controller_options(controller: str) -> None:
+    """A warning for each option the user gave that ``controller`` ignores (after the values were checked)."""
+    unused = unused_controller_options(controller, given_options())
+    if unused:
+        kw = {"controller": controller}
+        warn(
+            f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by the {kw['controller']} controller "
+            f"(it reads {', '.join(_FLAGS[n] for n in sorted(CONTROLLER_USES[kw['controller']]))}); leave "
+            f"{'it' if len(unused) == 1 else 'them'} out"
+        )
 
 
 def controller_kwargs(**kw: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import io
 import math
 import os
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchsizer.errors import ConfigError
-from batchsizer.paths import check_output_folder
+from batchsizer.paths import check_output_folder, umask_mode
 from batchsizer.records import write_json_atomic
 from batchsizer.repro.experiment import ExperimentResult, JobOutcome, aggregate, spread
 
@@ -71,48 +72,92 @@ SHORT = {"batchsizer": "BS", "dvfs": "DVFS", "dvfs-best-batch": "DVFS*", "hw-lim
          "batchdvfs": "BDVFS", "batchsizer-full": "BS-all", "adaptive-paper": "AD-paper"}  # fmt: skip
 
 
-def job_table(result: ExperimentResult, rows: list[dict[str, Any]]) -> Table:
-    """Per job: BatchSizer, DVFS and the oracle (images/s, mean ± std over seeds), and each method's share of the oracle."""
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+#: (header, justify, cells per row, priority): the table drops the highest priority numbers first
+Column = tuple[str, str, list[str], int]
+
+
+def fit_table(title: str, caption: str | None, columns: list[Column], width: int | None, what: str) -> Table:
+    """A table of ``columns`` no wider than ``width`` characters: the least important columns are
+    left out until the rest fit whole (rich would otherwise cut every cell to ``91.…``), and the
+    caption names them and where they are (``what``)."""
+    kept = list(columns)
+
+    def build(cols: list[Column], note: str | None) -> Table:
+        t = Table(title=title, caption=" ".join(c for c in (caption, note) if c) or None)
+        for head, justify, cells, _ in cols:
+            # the header wrapped to its cells' width (at least its longest word): narrow columns
+            wide = max([len(x) for x in cells] + [len(w) for w in head.split()])
+            header = "\n".join(textwrap.wrap(head, width=wide))
+            t.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for r in range(len(cols[0][2]) if cols else 0):
+            t.add_row(*(c[2][r] for c in cols))
+        return t
+
+    def too_wide(t: Table) -> bool:
+        if width is None:
+            return False
+        console = Console(width=10_000)
+        return t.__rich_measure__(console, console.options).maximum > width
+
+    table = build(kept, None)
+    while too_wide(table):
+        droppable = [k for k, c in enumerate(kept) if c[3] > 0]
+        if not droppable:
+            break
+        worst = max(droppable, key=lambda k: (kept[k][3], k))
+        kept.pop(worst)
+        left = [c[0] for c in columns if c not in kept]
+        table = build(kept, f"Left out to fit {width} columns: {', '.join(left)} (all of them in {what}).")
+    return table
+
+
+def job_table(result: ExperimentResult, rows: list[dict[str, Any]], width: int | None = None) -> Table:
+    """Per job: BatchSizer, DVFS and the oracle (images/s, mean ± std over seeds), and each method's share
+    of the oracle; no wider than ``width`` (columns left out, named in the caption)."""
     idx = _index(rows)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     others = [m for m in methods if m != "oracle"]
     c = result.config
-    t = Table(
-        title=f"Per job {'of the job table' if c.jobs is not None else f'on sim:{c.gpu}'}, {c.seeds} seeds, "
-        f"{'each job its own' if c.jobs is not None else c.items} images (img/s: mean ±std; %orc: share of the oracle)",
-        caption="DVFS* = DVFS at the best batch size; HW-PL = the card's power limit at the cap; BS over = time over the cap",
-    )
-    for col in ("job", "DNN/data", "cap W"):
-        t.add_column(col, justify="left" if col == "DNN/data" else "right")
-    for m in ("batchsizer", "dvfs", "oracle"):
-        if m in methods:
-            t.add_column(f"{SHORT.get(m, m)} img/s", justify="right")
-    if "batchsizer" in methods and "dvfs" in methods:
-        t.add_column("BS/DVFS", justify="right")
-    for m in others:
-        t.add_column(f"{SHORT.get(m, m)} %orc", justify="right")
-    if "batchsizer" in methods:
-        t.add_column("BS batch", justify="right")
-        t.add_column("BS over", justify="right")
+    jobs = [o.job for o in result.outcomes]
     g = gains(result)
-    for o in result.outcomes:
-        j = o.job
-        cells = [str(j.id), f"{j.model}/{'IN' if j.dataset == 'imagenet' else 'CT'}", f"{j.cap_w:g}"]
-        for m in ("batchsizer", "dvfs", "oracle"):
-            if m in methods:
-                r = idx.get((j.id, m))
-                cells.append(f"{_fmt(r['throughput_mean'])}±{_fmt(r['throughput_std'])}" if r else "-")
-        if "batchsizer" in methods and "dvfs" in methods:
-            cells.append(f"{100 * g[j.id]:+.1f}%" if j.id in g else "-")
-        for m in others:
-            r = idx.get((j.id, m))
-            cells.append(_pct(r["oracle_fraction_mean"]) if r else "-")
-        if "batchsizer" in methods:
-            r = idx.get((j.id, "batchsizer"))
-            cells.append(_fmt(r["avg_batch_size_mean"], 1) if r else "-")
-            cells.append(_pct(r["over_cap_fraction_mean"], 2) if r else "-")
-        t.add_row(*cells)
-    return t
+
+    def cell(j: Any, m: str, key: str, fmt: Any) -> str:
+        r = idx.get((j.id, m))
+        return fmt(r[key]) if r else "-"
+
+    cols: list[Column] = [
+        ("job", "right", [str(j.id) for j in jobs], 0),
+        ("DNN/data", "left", [f"{j.model}/{'IN' if j.dataset == 'imagenet' else 'CT'}" for j in jobs], 0),
+        ("cap W", "right", [f"{j.cap_w:g}" for j in jobs], 1),
+    ]
+    for m, prio in (("batchsizer", 0), ("dvfs", 1), ("oracle", 1)):
+        if m in methods:
+            cells = [
+                f"{_fmt(r['throughput_mean'])}±{_fmt(r['throughput_std'])}" if (r := idx.get((j.id, m))) else "-"
+                for j in jobs
+            ]
+            cols.append((f"{SHORT.get(m, m)} img/s", "right", cells, prio))
+    if "batchsizer" in methods and "dvfs" in methods:
+        cols.append(("BS/DVFS", "right", [f"{100 * g[j.id]:+.1f}%" if j.id in g else "-" for j in jobs], 0))
+    for m in others:
+        prio = 2 if m == "batchsizer" else 3 if m == "dvfs" else 4
+        cols.append((f"{SHORT.get(m, m)} %orc", "right", [cell(j, m, "oracle_fraction_mean", _pct) for j in jobs], prio))
+    if "batchsizer" in methods:
+        cols.append(("BS batch", "right", [cell(j, "batchsizer", "avg_batch_size_mean", lambda v: _fmt(v, 1)) for j in jobs], 3))
+        cols.append(("BS over", "right", [cell(j, "batchsizer", "over_cap_fraction_mean", lambda v: _pct(v, 2)) for j in jobs], 2))
+    return fit_table(
+        f"Per job {'of the job table' if c.jobs is not None else f'on sim:{c.gpu}'}, {_plural(c.seeds, 'seed')}, "
+        f"{'each job its own' if c.jobs is not None else c.items} images "
+        "(img/s: mean ±std; %orc: share of the oracle)",
+        "DVFS* = DVFS at the best batch size; HW-PL = the card's power limit at the cap; BS over = time over the cap.",
+        cols,
+        width,
+        "summary.csv",
+    )
 
 
 def method_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,40 +186,29 @@ def method_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def method_table(summary: list[dict[str, Any]]) -> Table:
-    t = Table(title="Per method, over the jobs (sensor readings; true power in the last two columns)")
+def method_table(summary: list[dict[str, Any]], width: int | None = None) -> Table:
+    """Per method over the jobs; no wider than ``width`` (columns left out, named in the caption)."""
+
+    def col(head: str, prio: int, fmt: Any) -> Column:
+        return (head, "left" if head == "method" else "right", [fmt(s) for s in summary], prio)
+
     cols = [
-        ("method", "left"),
-        ("% of oracle", "right"),
-        ("worst job", "right"),
-        ("time over cap", "right"),
-        ("jobs >1% over", "right"),
-        ("worst overshoot W", "right"),
-        ("longest spike s", "right"),
-        ("longest episode s", "right"),
-        ("settle s", "right"),
-        ("J/image", "right"),
-        ("true over cap", "right"),
-        ("true overshoot W", "right"),
+        col("method", 0, lambda s: s["method"]),
+        col("% of oracle", 0, lambda s: _pct(s["oracle_fraction_mean"], 1)),
+        col("worst job", 2, lambda s: _pct(s["oracle_fraction_min"], 1)),
+        col("time over cap", 1, lambda s: _pct(s["over_cap_fraction_mean"], 2)),
+        col("jobs >1% over", 3, lambda s: str(s["jobs_over_cap_1pct"])),
+        col("worst overshoot W", 2, lambda s: _fmt(s["worst_overshoot_w_max"], 1)),
+        col("longest spike s", 4, lambda s: _fmt(s["longest_violation_s_max"], 2)),
+        col("longest episode s", 4, lambda s: _fmt(s["longest_episode_s_max"], 1)),
+        col("settle s", 3, lambda s: _fmt(s["settle_s_mean"], 1)),
+        col("J/image", 3, lambda s: _fmt(s["energy_per_image_j_mean"], 3)),
+        col("true over cap", 4, lambda s: _pct(s["true_over_cap_fraction_mean"], 2)),
+        col("true overshoot W", 4, lambda s: _fmt(s["true_worst_overshoot_w_max"], 1)),
     ]
-    for name, just in cols:
-        t.add_column(name, justify=just)  # type: ignore[arg-type]
-    for s in summary:
-        t.add_row(
-            s["method"],
-            _pct(s["oracle_fraction_mean"], 1),
-            _pct(s["oracle_fraction_min"], 1),
-            _pct(s["over_cap_fraction_mean"], 2),
-            str(s["jobs_over_cap_1pct"]),
-            _fmt(s["worst_overshoot_w_max"], 1),
-            _fmt(s["longest_violation_s_max"], 2),
-            _fmt(s["longest_episode_s_max"], 1),
-            _fmt(s["settle_s_mean"], 1),
-            _fmt(s["energy_per_image_j_mean"], 3),
-            _pct(s["true_over_cap_fraction_mean"], 2),
-            _fmt(s["true_worst_overshoot_w_max"], 1),
-        )
-    return t
+    return fit_table(
+        "Per method, over the jobs (sensor readings; true power in the 'true' columns)", None, cols, width, "methods.csv"
+    )
 
 
 def check_out_dir(out: Path) -> Path:
@@ -190,6 +224,7 @@ def check_out_dir(out: Path) -> Path:
 def _write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, umask_mode())  # mkstemp makes 0600; the PNGs beside it get the umask's mode
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)

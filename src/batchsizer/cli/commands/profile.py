@@ -12,17 +12,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from batchsizer.batching import DynamicBatchStream
 from batchsizer.cli.options import make_workload_options, parse_int_list, path_option, workload_options
 from batchsizer.clock import VirtualClock
 from batchsizer.errors import ConfigError, OutOfMemoryError, PermissionDeniedError, UnsupportedError
+from batchsizer.paths import is_stdout
 from batchsizer.records import write_json_atomic
 from batchsizer.telemetry import measure
 from batchsizer.workloads import Workload, open_workload
@@ -63,8 +66,11 @@ class _Cycle(Sequence[Any]):
         return self.source[(self.offset + i) % len(self.source)]
 
 
-def profile_point(workload: Workload, size: int, batches: int, warmup: int, offset: int = 0) -> dict[str, Any]:
-    """Run ``warmup`` + ``batches`` batches of ``size`` and measure the last ``batches``."""
+def profile_point(
+    workload: Workload, size: int, batches: int, warmup: int, offset: int = 0, on_batch: Any = None
+) -> dict[str, Any]:
+    """Run ``warmup`` + ``batches`` batches of ``size`` and measure the last ``batches``;
+    ``on_batch(items)`` is called after each (for a progress bar)."""
     source = workload.source if isinstance(workload.source, Sequence) else list(workload.source)
     if len(source) == 0:
         raise ConfigError("items", "the workload has no items to profile with")
@@ -78,6 +84,8 @@ def profile_point(workload: Workload, size: int, batches: int, warmup: int, offs
     try:
         for i, batch in enumerate(stream):
             outcome = device.run_batch(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
             if i == warmup - 1:
                 start = outcome.end
             elif i >= warmup:
@@ -120,8 +128,11 @@ def run_profile(
     warmup: int = 3,
     clocks: Sequence[int | None] = (None,),
     echo: Any = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """The profile as a dict: rows per (clock, size), the saturation size per clock, and skipped clocks."""
+    """The profile as a dict: rows per (clock, size), the saturation size per clock, and skipped clocks.
+
+    ``progress`` (a :class:`ProfileProgress`) is told each point as it starts and each batch as it ends."""
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     too_large: list[dict[str, Any]] = []
@@ -138,8 +149,10 @@ def run_profile(
                         echo(f"clock {clock} MHz skipped: {exc}")
                     continue
             for size in sizes:
+                if progress is not None:
+                    progress.point(size, clock)
                 try:
-                    point = profile_point(workload, size, batches, warmup, offset)
+                    point = profile_point(workload, size, batches, warmup, offset, progress and progress.advance)
                 except OutOfMemoryError as exc:  # and so would every larger size: the profile ends here
                     too_large.append({"clock_mhz": clock, "batch_size": size, "reason": str(exc)})
                     if echo:
@@ -190,12 +203,61 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+def _watts(v: Any) -> str:
+    text = _fmt(v, "6.1f")
+    return "   n/a  " if text == "-" else f"{text} W"
+
+
 def _line(r: dict[str, Any]) -> str:
     clock = "default" if r["clock_mhz"] is None else f"{r['clock_mhz']} MHz"
     return (
         f"clock {clock:>8}  batch {r['batch_size']:>4}  {_fmt(r['throughput'], '9.1f')} items/s  "
-        f"peak {_fmt(r['peak_w'], '6.1f')} W  mean {_fmt(r['mean_w'], '6.1f')} W  latency {_fmt(r['latency_s'] * 1000, '8.2f')} ms"
+        f"peak {_watts(r['peak_w'])}  mean {_watts(r['mean_w'])}  latency {_fmt(r['latency_s'] * 1000, '8.2f')} ms"
     )
+
+
+def saturation_line(sat: dict[str, int]) -> str:
+    """``throughput saturates ... at batch size 16`` (and per clock where clocks were swept)."""
+    parts = [f"{size}" if clock == "default" else f"{size} at {clock} MHz" for clock, size in sat.items()]
+    return f"throughput saturates (within {SATURATION:.0%} of the best) at batch size {', '.join(parts)}"
+
+
+class ProfileProgress:
+    """A bar over the items the profile will run, naming the point being measured, with a time estimate."""
+
+    def __init__(self, sizes: Sequence[int], clocks: Sequence[int | None], batches: int, warmup: int, console: Any):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.total = len(clocks) * sum(size * (batches + warmup) for size in sizes)
+        self._progress = Progress(
+            TextColumn("[bold]profiling"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = self._progress.add_task("", total=self.total)
+
+    def __enter__(self) -> ProfileProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def point(self, size: int, clock: int | None) -> None:
+        at = "" if clock is None else f" at {clock} MHz"
+        self._progress.update(self._task, description=f"batch size {size}{at}")
+
+    def advance(self, items: int) -> None:
+        self._progress.advance(self._task, items)
+
+    def echo(self, line: str) -> None:
+        self._progress.console.print(line, markup=False, highlight=False)
 
 
 def parse_clocks(text: str | None, levels: Sequence[int], withheld: str | None = None) -> list[int | None]:
@@ -213,6 +275,11 @@ def parse_clocks(text: str | None, levels: Sequence[int], withheld: str | None =
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if is_stdout(path):
+        writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
@@ -231,32 +298,39 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     default=None,
     help="SM clocks in MHz to sweep too (comma separated, or 'all'); needs root on a GPU [default: none].",
 )
-@path_option("--json", "json_path", "Write the profile as JSON.")
-@path_option("--csv", "csv_path", "Write the rows as CSV.")
+@path_option("--json", "json_path", "Write the profile as JSON.", stdout_ok=True)
+@path_option("--csv", "csv_path", "Write the rows as CSV.", stdout_ok=True)
 def command(**kw: Any) -> None:
-    """Measure throughput and peak/mean power for each batch size (the paper's offline profile)."""
+    """Measure throughput and peak/mean power for each batch size (the paper's offline profile).
+
+    A progress bar (on a terminal) names the point being measured and estimates the time left.
+    With --json - or --csv -, that goes to standard output and the lines per point to standard error.
+    """
     sizes = parse_int_list(kw["sizes"], "sizes")
     if kw["batches"] < 1:
         raise ConfigError("batches", f"must be at least 1, got {kw['batches']}")
     if kw["warmup"] < 0:
         raise ConfigError("warmup", f"must be 0 or more, got {kw['warmup']}")
+    err = is_stdout(kw["json_path"]) or is_stdout(kw["csv_path"])  # stdout carries the data
+    console = Console(stderr=True)
     workload = open_workload(make_workload_options(**kw))
     with workload.device:
         knobs = workload.device.knobs
         clocks = parse_clocks(kw["clocks"], knobs.clock_levels_mhz, knobs.clocks_withheld)
-        result = run_profile(
-            workload, sizes, batches=kw["batches"], warmup=kw["warmup"], clocks=clocks, echo=click.echo
-        )
+        with ProfileProgress(sizes, clocks, kw["batches"], kw["warmup"], console) as bar:
+            echo = bar.echo if console.is_terminal else lambda line: click.echo(line, err=err)
+            result = run_profile(
+                workload, sizes, batches=kw["batches"], warmup=kw["warmup"], clocks=clocks, echo=echo, progress=bar
+            )
         device = workload.device.describe()
         # the idle power lets table:out.csv replay rows whose peak is above their mean (docs/tables.md)
         idle = idle_power(workload.device, device) if kw["csv_path"] is not None else None
     for row in result["rows"]:
         row["idle_w"] = "" if idle is None else idle
-    sat = ", ".join(f"{k}: {v}" for k, v in result["saturation"].items())
-    if sat:
-        click.echo(f"throughput saturates (within {SATURATION:.0%} of the best) at batch size {sat}")
+    if result["saturation"]:
+        click.echo(saturation_line(result["saturation"]), err=err)
     else:
-        click.echo("nothing was measured (every clock was skipped)")
+        click.echo("nothing was measured (every clock was skipped)", err=err)
     if kw["json_path"] is not None:
         write_json_atomic(kw["json_path"], {"workload": workload.info, "device": device, **result})
     if kw["csv_path"] is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,10 @@ def command(**kw: Any) -> None:
     wall = time.perf_counter() - t0
     if not kw["quiet"]:
         rows = aggregate(result)
-        term = Console() if Console().is_terminal else Console(width=170)
-        term.print(job_table(result, rows))
-        term.print(method_table(method_summary(rows)))
+        # a terminal's width (or COLUMNS); a log or pipe gets every column
+        term = Console() if Console().is_terminal or os.environ.get("COLUMNS") else Console(width=170)
+        term.print(job_table(result, rows, width=term.width))
+        term.print(method_table(method_summary(rows), width=term.width))
         term.print(
             f"{len(result.runs)} runs and {sum(o.profile.runs for o in result.outcomes if o.profile)} sweep points "
             f"in {wall:.1f} s wall ({result.wall_s:.1f} s running, {cfg.workers} workers)"

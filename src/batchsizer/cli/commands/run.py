@@ -10,25 +10,30 @@ import click
 
 from batchsizer.batching import DynamicBatchStream
 from batchsizer.cap_rule import CapRule
-from batchsizer.caps import CapSource, check_cap
+from batchsizer.caps import CapFile, CapSource, check_cap
 from batchsizer.cli.options import (
+    REAL_KINDS,
     cap_options,
     controller_kwargs,
     controller_options,
     make_cap_source,
     make_workload_options,
     path_option,
+    warn,
+    warn_unused_controller_options,
     workload_options,
 )
 from batchsizer.config import config_option
 from batchsizer.errors import BatchSizerError, ConfigError
+from batchsizer.guard import board_limit_w
 from batchsizer.interrupt import StopOnSignal
 from batchsizer.live import close_view, make_view, print_summary
 from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.outputs import PLACEHOLDER_KINDS, OutputWriter, cut_partial_line, job_identity, prepare_outputs
+from batchsizer.paths import is_stdout
 from batchsizer.policies import make_controller
 from batchsizer.policies.base import Controller, check_alpha
-from batchsizer.recorder import JobRecorder
+from batchsizer.recorder import JobRecorder, describe_cap
 from batchsizer.records import RecordWriter, write_json_atomic
 from batchsizer.summary import Summary
 from batchsizer.workloads import Workload, device_kind, open_workload
@@ -53,8 +58,13 @@ CLOCK_USERS = ("adaptive", "dvfs")
     default=None,
     help="Decide after this many seconds, whichever comes first [default: none, batches only].",
 )
-@path_option("--records", "records", "Write JSON Lines records here (see batchsizer plot).")
-@path_option("--json", "json_path", "Write the summary as JSON.")
+@path_option(
+    "--records",
+    "records",
+    "Write JSON Lines records here (see batchsizer plot); an existing file is replaced, or appended to with --resume",
+    stdout_ok=True,
+)
+@path_option("--json", "json_path", "Write the summary as JSON.", stdout_ok=True)
 @click.option(
     "--quiet", "-q", is_flag=True, help="Print only the summary [default: off, a live view or a line per period]."
 )
@@ -92,6 +102,10 @@ def command(**kw: Any) -> None:
 
     With no options: 10,000 Caltech-256 images through ResNet-101 on a simulated Tesla P40 under a
     200 W cap, with the default controller (adaptive; --controller batchsizer is the paper's).
+
+    With --records - or --json -, that goes to standard output and the live view and summary to
+    standard error. Exit codes: 0 done, 2 bad input, 3 cap not met with --strict, 130/143 stopped
+    by Ctrl-C/SIGTERM (records and outputs flushed).
     """
     opts = make_workload_options(**kw)
     caps = make_cap_source(kw["cap"], kw["cap_schedule"], kw["cap_file"], DEFAULT_CAP_W, from_gpu=kw["cap_from_gpu"])
@@ -111,20 +125,25 @@ def command(**kw: Any) -> None:
         raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the job to continue")
     if kw["power_limit"] is not None:
         check_cap(kw["power_limit"], "power-limit")
+    _check_meter_first(kw)
+    warn_unused_controller_options(kw["controller"])  # every value checked: now what will not be used
+    human_err = is_stdout(kw["records"]) or is_stdout(kw["json_path"])  # stdout carries the data
+    if device_kind(kw["device"]) in REAL_KINDS and not kw["quiet"]:
+        click.echo(f"loading {kw['model']} on {kw['device']}…", err=True)  # seconds before the first batch
     workload = open_workload(opts)
     try:  # whatever fails from here until the job runs closes the device (and puts back its settings)
         caps, unmetered, controller = _setup(kw, workload, caps, choices)
         total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
         nothing_to_do = total is not None and start >= total
         if not nothing_to_do:
-            view = make_view(kw["quiet"], None if total is None else total - start)
-            observers = _observers(kw, workload, opts.device, identity, start, unmetered, view)
+            view = make_view(kw["quiet"], None if total is None else total - start, err=human_err)
+            observers = _observers(kw, workload, opts.device, identity, start, unmetered, view, caps)
     except BaseException:
         workload.device.close()
         raise
     if nothing_to_do:
         workload.device.close()
-        click.echo(f"nothing to do: all {total} items are already in {kw['save_outputs']}")
+        click.echo(f"nothing to do: all {total} items are already in {kw['save_outputs']}", err=human_err)
         return
     stream = DynamicBatchStream(workload.source, prefetch=workload.prefetch, prepare=workload.prepare, start=start)
     stop = threading.Event()
@@ -144,13 +163,35 @@ def command(**kw: Any) -> None:
     about = {
         "workload": workload.info,
         "controller": controller.describe(),
-        "cap": repr(caps),
+        **describe_cap(caps),
         "power_limit_w": kw["power_limit"],
         "resumed_from": start,
     }
-    _finish(kw, summary, about)
+    _finish(kw, summary, about, human_err)
     if stopper.exit_code:
         click.get_current_context().exit(stopper.exit_code)
+
+
+def _check_meter_first(kw: dict[str, Any]) -> None:
+    """On a CPU, whether RAPL can be read, before the model loads: a controller that needs power
+    readings cannot run without it, and that should not take a model load to find out."""
+    if device_kind(kw["device"]) != "cpu":
+        return
+    from batchsizer.hw.device import NoMeter, uncapped_note
+    from batchsizer.hw.rapl import rapl_status
+
+    _, reason = rapl_status()
+    if reason is None:
+        return
+    cap_given = any(kw[k] is not None for k in ("cap", "cap_schedule", "cap_file"))
+    try:
+        uncapped_note(NoMeter("cpu", reason), cap_given=cap_given, controller=kw["controller"])
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.field,
+            f"{exc.problem}; or give it a meter: RAPL readable under /sys/class/powercap (as root, or with read "
+            "permission on its energy_uj files)",
+        ) from None
 
 
 def _setup(
@@ -191,10 +232,16 @@ def _observers(
     start: int,
     unmetered: str | None,
     view: LoopObserver | None,
+    caps: CapSource,
 ) -> list[LoopObserver]:
     """Who watches the job, in order: bad-image report and notes first (they feed the summary that
     the recorder writes), then the live view, the records and the outputs."""
     observers: list[LoopObserver] = []
+    limit = board_limit_w(workload.device)
+    if kw["power_limit"] is not None:
+        limit = kw["power_limit"] if limit is None else min(limit, kw["power_limit"])
+    if limit is not None:
+        observers.append(_CapAboveLimit(caps, limit, kw["device"]))
     report = getattr(workload.prepare, "report", None)  # skipped unreadable images -> the summary
     if callable(report):
         observers.append(report())
@@ -207,17 +254,22 @@ def _observers(
         if appending:
             cut_partial_line(Path(kw["records"]))
         extra = {"workload": workload.info, "resumed_from": start}
-        observers.append(JobRecorder(RecordWriter(kw["records"], append=appending), extra=extra))
+        recorder = JobRecorder(
+            RecordWriter(kw["records"], append=appending), extra=extra, caps=caps, clock=workload.device.clock
+        )
+        observers.append(recorder)
     if kw["save_outputs"] is not None:
         placeholder = device_kind(device) in PLACEHOLDER_KINDS
         skipped = getattr(workload.prepare, "skipped", None)
         observers.append(OutputWriter(kw["save_outputs"], identity, start, placeholder=placeholder, skipped=skipped))
+    if isinstance(caps, CapFile):  # rejected content: an event, on the terminal and in the records
+        observers.insert(0, _CapFileRejects(caps, observers))
     return observers
 
 
-def _finish(kw: dict[str, Any], summary: Summary, about: dict[str, Any]) -> None:
+def _finish(kw: dict[str, Any], summary: Summary, about: dict[str, Any], human_err: bool = False) -> None:
     """The summary on the terminal and in --json; exit code 3 when --strict found the cap unmeetable."""
-    print_summary(summary)
+    print_summary(summary, err=human_err)
     if kw["json_path"] is not None:
         write_json_atomic(kw["json_path"], {**about, **summary.to_dict()})
     if summary.stop_reason == "cap-not-met":
@@ -249,3 +301,54 @@ class _Note(LoopObserver):
 
     def on_end(self, summary: Summary) -> None:
         summary.notes.append(self.note)
+
+
+class _CapAboveLimit(LoopObserver):
+    """Warns when the cap is above what the board can draw at all: such a cap never binds."""
+
+    def __init__(self, caps: CapSource, limit_w: float, device: str) -> None:
+        self.caps, self.limit_w, self.device = caps, limit_w, device
+        self.warned = False
+
+    def _check(self, cap_w: float) -> None:
+        import math
+
+        if self.warned or not math.isfinite(cap_w) or cap_w <= self.limit_w:
+            return
+        self.warned = True
+        warn(
+            f"cap: {cap_w:g} W is above {self.device}'s board power limit of {self.limit_w:g} W; the board never "
+            "draws more than its limit, so this cap does not constrain the job (it runs as if uncapped)"
+        )
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self._check(self.caps.cap_at(0.0))
+
+    def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        if kind == "cap" and isinstance(fields.get("new"), (int, float)):
+            self._check(float(fields["new"]))
+
+    def on_end(self, summary: Summary) -> None:
+        if self.warned:
+            summary.notes.append(f"the cap was above the board power limit ({self.limit_w:g} W) for part of the job")
+
+
+class _CapFileRejects(LoopObserver):
+    """Turns content of the --cap-file that was rejected (the job kept its cap) into events for the others."""
+
+    def __init__(self, caps: CapFile, observers: list[LoopObserver]) -> None:
+        self.caps, self.observers = caps, observers
+        self.seen = len(caps.rejected)
+
+    def _forward(self) -> None:
+        while self.seen < len(self.caps.rejected):
+            message = f"rejected: {self.caps.rejected[self.seen]}"
+            self.seen += 1
+            for obs in self.observers:
+                obs.on_event("cap-file", message, path=str(self.caps.path))
+
+    def on_batch(self, index: int, batch: Any, outcome: Any, setting: Any) -> None:
+        self._forward()
+
+    def on_end(self, summary: Summary) -> None:
+        self._forward()

@@ -1,0 +1,260 @@
+"""Controllers on families of plants, against the exact oracle (``batchsizer.repro.oracle``), tune and
+test kept apart.
+
+Families (each its own table): ``paper`` (Table 2's jobs on the simulated GPUs), ``random-caps``
+(random model, input and cap over each card's range, tight caps included), ``zeus`` (every workload
+of the measured V100 and A40 tables at 40/60/80% of each power range, played as table devices; skipped
+when ../shared/data is absent), ``synthetic`` (scripted plants: hump, dip, flat and falling power),
+``sensors`` (the P40 jobs seen by a 100 ms / 25 ms sensor and by a 1 s average), ``new-gpus`` (GPU
+specs drawn by a seeded generator around the four families).
+
+Which is which: ``adaptive`` was designed and tuned on the ``paper`` family at seed 0 on the P40 and
+A100 (``--split tune``). The report (``--split test``, the default) uses seed 1 and the other
+families, drawn with ``--draw-seed`` after the design was frozen.
+
+    .venv/bin/python benchmarks/families.py [--split test|tune] [--families paper,random-caps,...]
+        [--controllers adaptive,batchsizer,...] [--per-family N] [--items N] [--rule peak|avg:1]
+        [--json benchmarks/families.json]
+
+Prints one row per (family, controller): mean and worst share of the oracle over runs where some
+setting meets the cap, time over the cap by the sensor and by true power, the longest violation in
+control periods, and energy above the cap; writes every run as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import statistics
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from batchsizer.batching import DynamicBatchStream
+from batchsizer.cap_rule import CapRule
+from batchsizer.caps import ConstantCap
+from batchsizer.devices import Device, ScriptedDevice
+from batchsizer.errors import BatchSizerError
+from batchsizer.loop import ControlLoop, Window
+from batchsizer.policies import make_controller
+from batchsizer.repro.jobs import jobs_for
+from batchsizer.repro.oracle import find_oracle
+from batchsizer.sim import make_sim_device
+from batchsizer.sim.device import SimDevice
+from batchsizer.sim.gpus import GPUS, HOPPER_AVERAGE, get_gpu, override_sensor
+from batchsizer.sim.models import DATASETS, MODELS
+from batchsizer.sim.plant import ModelPlant
+
+CONTROLLERS = ("adaptive", "batchsizer", "batchdvfs", "dvfs", "aimd")
+FAMILIES = ("paper", "random-caps", "zeus", "synthetic", "sensors", "new-gpus")
+WINDOW = Window(batches=10)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One job of a family: how to open its device (a fresh one per run), its cap and length."""
+
+    family: str
+    name: str
+    cap_w: float
+    items: int
+    spec: dict[str, Any]
+
+
+def open_case(case: Case) -> Device:
+    s = case.spec
+    kind = s["kind"]
+    if kind == "sim":
+        return make_sim_device(s["gpu"], s["model"], s["dataset"], seed=s["seed"], sensor=s.get("sensor"))
+    if kind == "gen":
+        spec = dataclasses.replace(GPUS[s["base"]], **s["changes"])
+        plant = ModelPlant(spec, MODELS[s["model"]], DATASETS[s["dataset"]])
+        return SimDevice(spec, plant, seed=s["seed"], name=f"gen:{s['base']}")
+    if kind == "zeus":
+        from batchsizer.sim.table_plant import make_table_device
+
+        return make_table_device(s["name"], seed=s["seed"])
+    if kind == "scripted":
+        return ScriptedDevice(SYNTHETIC[s["shape"]][1], SYNTHETIC[s["shape"]][0], idle_w=50.0, prep_s=0.004)
+    raise ValueError(kind)
+
+
+def _time(b: int, c: int | None) -> float:
+    return 0.004 + 0.0009 * b
+
+
+#: synthetic plants: (power of batch size, time of batch size)
+SYNTHETIC: dict[str, tuple[Callable[[int, int | None], float], Callable[[int, int | None], float]]] = {
+    "hump": (lambda b, c: 80 + 140 * math.exp(-((math.log2(b) - 4) ** 2) / 4) + 0.2 * b, _time),
+    "dip": (lambda b, c: 200 - 90 * math.exp(-((math.log2(b) - 5) ** 2) / 3) + 0.1 * b, _time),
+    "flat": (lambda b, c: 150 + 0.01 * b, _time),
+    "falling": (lambda b, c: 260 - 18 * math.log2(b), _time),
+}
+
+
+def cases(family: str, split: str, draw_seed: int, per_family: int, items: int) -> list[Case]:
+    seed = 0 if split == "tune" else 1
+    rng = random.Random(f"{family}:{draw_seed}")
+    out: list[Case] = []
+    if family == "paper":
+        gpus = ("p40", "a100") if split == "tune" else ("p40", "v100", "a100", "h100")
+        for gpu in gpus:
+            for j in jobs_for(gpu):
+                spec = {"kind": "sim", "gpu": gpu, "model": j.model, "dataset": j.dataset, "seed": seed}
+                out.append(Case(family, f"{gpu}/job{j.id}", j.cap_w, items, spec))
+    elif family == "random-caps":
+        for gpu in GPUS:
+            g = get_gpu(gpu)
+            for _ in range(per_family):
+                m, d = rng.choice(sorted(MODELS)), rng.choice(sorted(DATASETS))
+                cap = round(rng.uniform(g.idle_w + 10, g.board_limit_w), 1)
+                out.append(Case(family, f"{gpu}/{m}@{d}", cap, items, {"kind": "sim", "gpu": gpu, "model": m, "dataset": d, "seed": seed}))
+    elif family == "zeus":
+        try:
+            from batchsizer.sim.table_plant import load_rows
+        except ImportError:
+            return []
+        for gpu in ("v100", "a40"):
+            try:
+                rows = load_rows(gpu)
+            except (OSError, BatchSizerError):
+                print(f"families: zeus skipped: no measured tables ({gpu})", file=sys.stderr)
+                return []
+            combos = sorted({(r["network"], r["dataset"], r["optimizer"]) for r in rows})
+            for net, ds, opt in combos:
+                watts = [float(r["average_power"]) for r in rows if (r["network"], r["dataset"], r["optimizer"]) == (net, ds, opt)]
+                lo, hi = min(watts), max(watts)
+                for share in (0.4, 0.6, 0.8):
+                    cap = round(lo + share * (hi - lo), 1)
+                    name = f"zeus-{gpu}:{net}@{ds}+{opt}"
+                    out.append(Case(family, f"{name} {int(share * 100)}%", cap, items, {"kind": "zeus", "name": name, "seed": seed}))
+    elif family == "synthetic":
+        for shape in SYNTHETIC:
+            for cap in (120.0, 160.0, 200.0):
+                out.append(Case(family, f"{shape}@{cap:g}", cap, items, {"kind": "scripted", "shape": shape}))
+    elif family == "sensors":
+        sparse = override_sensor(get_gpu("p40").sensor, update_ms=100, window_ms=25)
+        for label, sensor in (("100ms/25ms", sparse), ("1s-average", HOPPER_AVERAGE)):
+            for j in jobs_for("p40")[:per_family]:
+                spec = {"kind": "sim", "gpu": "p40", "model": j.model, "dataset": j.dataset, "seed": seed, "sensor": sensor}
+                out.append(Case(family, f"{label}/job{j.id}", j.cap_w, items, spec))
+    elif family == "new-gpus":
+        for i in range(per_family):
+            base = rng.choice(sorted(GPUS))
+            g = GPUS[base]
+            f = lambda lo, hi: rng.uniform(lo, hi)  # noqa: E731
+            changes = {
+                "idle_w": g.idle_w * f(0.7, 1.4),
+                "dynamic_max_w": g.dynamic_max_w * f(0.7, 1.3),
+                "half_batch": g.half_batch * f(0.5, 2.0),
+                "contention_batch": g.contention_batch * f(0.5, 2.0),
+                "peak_tflops": g.peak_tflops * f(0.6, 1.6),
+                "sensor": override_sensor(g.sensor, update_ms=rng.choice((20, 50, 100)), window_ms=rng.choice((10, 25))),
+            }
+            board = g.board_limit_w
+            m, d = rng.choice(sorted(MODELS)), rng.choice(sorted(DATASETS))
+            cap = round(rng.uniform(changes["idle_w"] + 15, board), 1)
+            spec = {"kind": "gen", "base": base, "changes": changes, "model": m, "dataset": d, "seed": seed}
+            out.append(Case(family, f"gen{i}:{base}/{m}@{d}", cap, items, spec))
+    return out
+
+
+def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
+    case, controllers, rule_text = args
+    rule = CapRule.parse(rule_text)
+    oracle = find_oracle(lambda: open_case(case), case.cap_w, case.items, rule=rule)
+    rows = []
+    for name in controllers:
+        device = open_case(case)
+        try:
+            ctrl = make_controller(name, device.knobs)
+        except BatchSizerError:
+            continue  # e.g. dvfs on a device without clocks
+        summary = ControlLoop(device, ctrl, ConstantCap(case.cap_w), WINDOW, cap_rule=rule).run(
+            DynamicBatchStream(range(case.items))
+        )
+        device.close()
+        true = summary.true_power or {}
+        period_s = summary.duration_s / max(summary.periods, 1)
+        rows.append(
+            {
+                "family": case.family,
+                "case": case.name,
+                "cap_w": case.cap_w,
+                "controller": name,
+                "rule": str(rule),
+                "throughput": summary.throughput,
+                "oracle": oracle.throughput,
+                "oracle_clean": oracle.clean,
+                "fraction": summary.throughput / oracle.throughput if oracle.throughput > 0 else math.nan,
+                "over_pct": 100 * summary.over_cap_fraction,
+                "true_over_pct": 100 * true.get("over_cap_s", 0.0) / summary.duration_s if summary.duration_s else 0.0,
+                "longest_periods": summary.longest_violation_s / period_s if period_s > 0 else 0.0,
+                "energy_over_j": summary.energy_over_cap_j,
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    keys = sorted({(r["family"], r["controller"]) for r in rows}, key=lambda k: (FAMILIES.index(k[0]), k[1]))
+    for fam, ctrl in keys:
+        rs = [r for r in rows if r["family"] == fam and r["controller"] == ctrl]
+        fr = [r["fraction"] for r in rs if r["oracle_clean"] and math.isfinite(r["fraction"])]
+        out.append(
+            {
+                "family": fam,
+                "controller": ctrl,
+                "runs": len(rs),
+                "mean": statistics.fmean(fr) if fr else math.nan,
+                "worst": min(fr) if fr else math.nan,
+                "over_pct": statistics.fmean(r["over_pct"] for r in rs),
+                "true_over_pct": statistics.fmean(r["true_over_pct"] for r in rs),
+                "longest_periods": max(r["longest_periods"] for r in rs),
+                "energy_over_j": statistics.fmean(r["energy_over_j"] for r in rs),
+            }
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", choices=("test", "tune"), default="test")
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--controllers", default=",".join(CONTROLLERS))
+    ap.add_argument("--per-family", type=int, default=6)
+    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--rule", default="peak")
+    ap.add_argument("--draw-seed", type=int, default=2026)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    CapRule.parse(a.rule)
+    fams = [f for f in a.families.split(",") if f]
+    bad = [f for f in fams if f not in FAMILIES]
+    if bad:
+        print(f"error: families: unknown {bad}; choose from {', '.join(FAMILIES)}", file=sys.stderr)
+        return 2
+    controllers = tuple(c for c in a.controllers.split(",") if c)
+    todo = [c for f in fams for c in cases(f, a.split, a.draw_seed, a.per_family, a.items)]
+    with ProcessPoolExecutor(a.workers) as ex:
+        rows = [r for rs in ex.map(run_case, [(c, controllers, a.rule) for c in todo]) for r in rs]
+    summary = table(rows)
+    print(f"split {a.split}, rule {a.rule}, {len(todo)} jobs")
+    print(f"{'family':12} {'controller':11} {'runs':>4} {'mean':>6} {'worst':>6} {'over%':>6} {'true%':>6} {'long':>5} {'E>cap J':>8}")
+    for s in summary:
+        print(f"{s['family']:12} {s['controller']:11} {s['runs']:4d} {s['mean']:6.3f} {s['worst']:6.3f} {s['over_pct']:6.2f} "
+              f"{s['true_over_pct']:6.2f} {s['longest_periods']:5.1f} {s['energy_over_j']:8.1f}")  # fmt: skip
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "summary": summary, "runs": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
