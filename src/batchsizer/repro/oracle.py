@@ -279,14 +279,15 @@ class _Judge(LoopObserver):
     trailing mean under ``avg:S``, by :func:`batchsizer.cap_rule.judged`), so the check and the
     summary cannot disagree; each value counts where its hold overlaps the period, as the summary's."""
 
-    def __init__(self, cap_w: float, stop: threading.Event | None) -> None:
-        self.cap_w, self.stop = cap_w, stop
+    def __init__(self, cap_w: float, rule: CapRule, stop: threading.Event | None) -> None:
+        self.cap_w, self.rule, self.stop = cap_w, rule, stop
         self.highest = -math.inf
         self.over = False
 
     def on_period(self, record: PeriodRecord) -> None:
         o = record.observation
-        series = list(record.judged or record.samples)
+        # a record without the judged series (the job's tail) is left to the summary's account
+        series = list(record.samples if self.rule.is_peak else record.judged)
         for k, smp in enumerate(series):
             end = series[k + 1].t if k + 1 < len(series) else o.end
             if min(end, o.end) <= max(smp.t, o.start) or not math.isfinite(smp.watts):
@@ -324,7 +325,7 @@ def _run_check(
 ) -> Check:
     device = open_device()
     event = threading.Event()
-    judge = _Judge(cap_w, event if stop else None)
+    judge = _Judge(cap_w, rule, event if stop else None)
     ctrl = Static(setting.batch_size, setting.clock_mhz, setting.power_limit_w)
     try:
         window = Window(batches=window_batches)
