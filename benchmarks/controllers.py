@@ -48,8 +48,8 @@ from batchsizer.repro.runner import TraceObserver
 from batchsizer.repro.sweep import SweepConfig, profile_job
 
 OURS = "adaptive"
-JOB_METHODS = (OURS, "batchsizer", "dvfs", "dvfs-best-batch", "hw-limit", "aimd")
-DYNAMIC = (OURS, "batchsizer", "dvfs", "aimd")
+JOB_METHODS = (OURS, "batchsizer", "batchdvfs", "dvfs", "dvfs-best-batch", "hw-limit", "aimd")
+DYNAMIC = (OURS, "batchsizer", "batchdvfs", "dvfs", "aimd")
 WINDOW = Window(batches=10)  # the paper's decision period, for every controller
 
 
@@ -262,7 +262,7 @@ def table_scenario(items: int) -> list[dict[str, Any]]:
     for cap in (120.0, 160.0, 192.0):
         job = Job(0, "shufflenetv2", "cifar100", cap, cap, gpu="v100", items=items)
         rates = [(0.0, oracle_rate(factory, job, sweep))]
-        for name_c in (OURS, "batchsizer", "aimd"):
+        for name_c in (OURS, "batchsizer", "batchdvfs", "aimd"):
             dev = factory("v100", "", "", 0)
             run = dynamic_run(name_c, dev, [(0.0, cap)], items, TABLE_SIZES, None)
             out.append(score_dynamic("zeus-table-v100", f"shufflenetv2@{cap:.0f}W", rates, run, name_c))

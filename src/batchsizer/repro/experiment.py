@@ -19,6 +19,7 @@ from batchsizer.errors import ConfigError
 from batchsizer.repro.devices import get_factory, open_job_device
 from batchsizer.repro.jobs import PAPER_ITEMS, Job, check_gpu, figure_jobs, jobs_for
 from batchsizer.repro.methods import DEFAULT_METHODS, MethodContext, get_method, parse_methods
+from batchsizer.repro.oracle import device_sizes
 from batchsizer.repro.runner import RunResult, execute, score
 from batchsizer.repro.sweep import Profile, SweepConfig, profile_job
 
@@ -125,7 +126,7 @@ def run_job(cfg: ExperimentConfig, job: Job, keep_series: bool = False) -> JobOu
     factory = get_factory(cfg.device)
     methods = [get_method(n) for n in parse_methods(list(cfg.methods))]
     probe = open_job_device(factory, job, cfg.seed_list[0])
-    knobs = probe.knobs
+    knobs, sizes = probe.knobs, device_sizes(probe)
     probe.close()
     profile = None
     if any(m.needs_profile for m in methods):
@@ -137,7 +138,7 @@ def run_job(cfg: ExperimentConfig, job: Job, keep_series: bool = False) -> JobOu
         for m in methods:
             if m.needs_clocks and not knobs.has_clocks:
                 continue
-            plan = m.build(MethodContext(job, knobs, profile if m.needs_profile else None))
+            plan = m.build(MethodContext(job, knobs, profile if m.needs_profile else None, sizes))
             keep = keep_series and seed == cfg.seed_list[0]
             run = execute(open_job_device(factory, job, seed), plan, job.cap_w, job.items, keep_samples=keep)
             by_method[m.name] = score(job, m.name, seed, plan, run, keep)

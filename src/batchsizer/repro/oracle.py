@@ -1,57 +1,65 @@
 """The exact oracle: the fastest static setting that stays under the cap, over every setting a controller may choose.
 
-Settings are every whole batch size in the device's range (1..256 on the simulator, or the range a
-device reports, see :func:`device_sizes`) times every clock level and every board power limit the
-device offers as a knob (:class:`~batchsizer.policies.base.DeviceKnobs`). That is 2,560 settings on
-a simulated GPU, too many to run each for long on two cores, so the search is ordered instead of
-exhaustive:
+Settings are every whole batch size in the device's range (1..256 on the simulator; a table
+device's ``size_range``; see :func:`device_sizes`) times every clock level and every board power
+limit the device offers as a knob (:class:`~batchsizer.policies.base.DeviceKnobs`): 2,560 on a
+simulated GPU, 28,623 on the V100 Zeus table (4,089 sizes at 7 limits). Running each for a whole
+job is too slow on two cores, so the search is ordered, not exhaustive:
 
-1. every setting gets a noiseless estimate of its throughput, compute-phase power and mean power
-   from the device's own model (:func:`estimate_settings`: the simulator's plant ``cost()``, a
-   scripted device's functions, or, for a device without a model, a short measured run);
-2. settings are checked fastest estimate first, each by a run through the real control loop and
-   sensor that lasts the whole job and at least ``min_periods`` control periods (50 by default: at
-   the largest size that is far more than a short job). A run stops at its first reading over the
-   cap (by the cap rule), and the setting is rejected;
-3. the first setting whose check has no reading over the cap is the oracle; its whole job (the
-   first ``items`` images of the check, the same seed, hence the same readings) is run again to
-   record the job's own throughput.
+1. every setting gets a noiseless estimate (:class:`Estimate`) of its throughput, compute-phase
+   power and mean power from the device's own model (:func:`estimate_settings`: the plant's
+   ``cost()`` of a simulated or table device, a scripted device's functions; a device without a
+   model is measured instead, ``min_periods`` (50) control periods per setting);
+2. settings are checked fastest estimate first, each by a static run of the whole job (the job's
+   items and seed) through the real control loop, sensor and cap rule, which stops at the first
+   control period with a judged reading over the cap: the setting is rejected;
+3. the first setting whose whole job stays under the cap is the oracle, and that run is its job.
 
-Why it is an upper bound (``peak`` rule, up to sensor noise). Every setting whose estimate is
-higher than the oracle's was run and read over the cap: it is not compliant as a static setting.
-Every setting not run has an estimate no higher than the oracle's, and the estimate is the
-noiseless mean of what a run measures, so none is faster by more than the run-to-run noise of a
+A check is the job itself, not a longer run: a controller holding a setting for the whole job
+faces exactly those readings, and a longer check would be stricter than the job (more readings,
+hence higher noise peaks, and a card heated for longer), rejecting settings a compliant controller
+can use for the whole job, which would make the oracle beatable.
+
+Why it is an upper bound under ``peak``, up to sensor noise. Every setting estimated faster than
+the oracle was run for the whole job and read over the cap (or was skipped as sure to, below).
+Every other setting is estimated no faster, and an estimate is the noiseless mean of what a run of
+that setting measures, so none is faster than the oracle by more than the run-to-run noise of a
 throughput (per-batch time variation averaged over the job). A switching controller runs a
-sequence of batches; its throughput is (sum of items) / (sum of batch times), which is at most the
-largest items/time of the settings it used (the mediant inequality). Under ``peak`` each batch
-whose compute phase spans a sensor reading's averaging window is seen at its compute power, so a
-compliant controller can use a setting faster than the oracle only while noise happens to keep
-that setting's readings under the cap, which a static check of 50+ periods has shown it does not
-do for long. What is left is noise: a setting within a few standard deviations of the sensor's
-and the power's noise of the cap can pass a short stretch by luck, worth the throughput gap
-between settings that far apart in power (the test measures this tolerance). Two physical effects
-are not noise and are said here so nobody mistakes them for a bug: a long check heats the
-simulated card (leakage rises over its 60 s thermal constant), so a setting that only crosses the
-cap when hot is rejected although a short, cool job could use it for a while; and a sensor whose
-window is longer than a batch averages neighbouring batches, so alternating settings can sit
-closer to the cap than any static one; for both, :func:`upper_envelope` gives the limit.
+sequence of batches at settings ``s_i``; its throughput, (sum of items) / (sum of batch times), is
+at most the largest items/time among the settings it used (the mediant inequality), so it beats
+the oracle only by using, for some batches, a setting the oracle rejected. Under ``peak`` each
+batch whose compute phase spans a sensor window is read at its compute power (plus zero-mean
+noise; a warm card draws more, not less), so it can do that without a reading over the cap only
+while the noise stays low for the stretch it uses that setting: a setting within a few noise
+standard deviations of the cap, worth the throughput between settings that close in power (the
+tests measure exactly this tolerance). Two effects are not noise and are said here so nobody takes
+them for a bug: a controller that reaches a setting with a card cooler than the static run's draws a
+little less there (leakage: a few percent of the power as the simulated card warms, with a 60 s
+thermal time constant); and a sensor whose window is longer than a batch (the 1 s averages)
+averages neighbouring batches, so alternating settings can sit closer to the cap than any static
+one. The limit for the latter, and for the ``avg:S`` rule, is the upper concave envelope of the
+settings' (mean power, throughput) at the cap (:func:`upper_envelope`, :attr:`OracleResult.envelope`):
+any controller's mean power and throughput are a time-weighted mix of its settings', which lies
+under that envelope.
 
-Which settings may be skipped without a run: none are skipped by the model. A setting whose
-noiseless power is over the cap is still run, but its check ends at the first reading over the
-cap, after one or two batches (noise can only make readings higher on average: per-batch power
-variation and sensor noise have zero mean, and a warm card draws more, not less), so it costs
-about a millisecond. Skipping by the model would be sound only where every batch's compute phase
-is sure to contain a whole sensor window; running costs little and needs no such argument.
+Which settings are skipped without a run (:func:`surely_over`): only where the simulator's
+readings can be bounded (its sensor and per-batch variation are known). A compute phase of at
+least a sensor window plus an update period holds the window of one reading per batch, read at
+the compute power; shorter ones are bounded by the lowest mean of the periodic trace over a sensor
+window. Each such reading is its bound plus zero-mean noise (the sensor's, and the per-batch power
+variation), and a warm card draws more, so it is at or under the cap with probability at most
+Phi((cap - bound)/sd); a setting is skipped when the whole job staying under the cap is less
+likely than ``SKIP_CHANCE`` (1e-6). Everything else is run; a setting clearly over the cap costs a
+control period or two, one borderline by noise a good part of a job.
 
-Under ``avg:S`` the check judges the trailing S-second mean of the readings, and the better limit
-a switching controller can reach (alternating two settings so that the mean sits exactly at the
-cap) is the upper concave envelope of the settings' (mean power, throughput) evaluated at the cap:
-:func:`upper_envelope`, reported as :attr:`OracleResult.envelope`.
+Under ``avg:S`` the checks judge the trailing S-second mean (the loop's ``judged`` series), and
+nothing is skipped.
 
-API (for the reproduction and the benchmark): :func:`find_oracle` ``(open_device, cap_w, items,
-*, sizes=None, rule="peak", min_periods=50, window_batches=10) -> OracleResult``, where
-``open_device()`` returns a fresh device with the job's seed; or :class:`OracleSearch` for several
-queries over one job (``best(where=...)``, e.g. the fastest paper size) sharing the checks.
+API, for the reproduction and the benchmark (any device family: simulated GPUs, table devices,
+scripted plants): :func:`find_oracle` ``(open_device, cap_w, items, *, sizes=None, rule="peak")
+-> OracleResult``, where ``open_device()`` returns a fresh device with the job's seed; or
+:class:`OracleSearch` (same arguments) and ``best(where=None)`` for several queries over one job
+(the fastest paper size, the default power limit only) sharing the checks.
 """
 
 from __future__ import annotations
@@ -59,56 +67,28 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from batchsizer.batching import Batch, DynamicBatchStream
+from batchsizer.batching import DynamicBatchStream
+from batchsizer.cap_rule import PEAK, CapRule
+from batchsizer.cap_rule import over as over_cap
 from batchsizer.caps import ConstantCap
-from batchsizer.devices import BatchOutcome, Device, ScriptedDevice
+from batchsizer.devices import Device, ScriptedDevice
 from batchsizer.errors import ConfigError
-from batchsizer.loop import ControlLoop, LoopObserver, Window
+from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.policies.base import Setting
 from batchsizer.policies.static import Static
-from batchsizer.telemetry import PowerSample
 
 #: the simulator's batch sizes: every whole number 1..256
 SIM_SIZES: tuple[int, ...] = tuple(range(1, 257))
-#: a check lasts at least this many control periods (and at least the whole job)
+#: a measured probe (for a device without a model) lasts this many control periods
 MIN_PERIODS = 50
-#: readings this close to the cap (W) count as at the cap, not over it
-CAP_TOLERANCE_W = 1e-9
+#: a check looks at its readings every this many batches: it judges the same readings whatever the
+#: period (a static setting never changes), but a short one stops a failing check sooner
+CHECK_BATCHES = 2
 
 OpenDevice = Callable[[], Device]
-
-
-def rule_window_s(rule: Any) -> float:
-    """The trailing-mean window of a cap rule in seconds (0 for ``peak``).
-
-    Takes ``"peak"``, ``"avg:SECONDS"``, None (peak) or an object with ``window_s`` (the lead's
-    ``batchsizer.cap_rule.CapRule``)."""
-    if rule is None:
-        return 0.0
-    window = getattr(rule, "window_s", None)
-    if isinstance(window, (int, float)):
-        return max(float(window), 0.0)
-    text = str(rule).strip().lower()
-    if text == "peak":
-        return 0.0
-    head, sep, tail = text.partition(":")
-    if head == "avg" and sep:
-        try:
-            seconds = float(tail.rstrip("s"))
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds) and seconds > 0:
-            return seconds
-    raise ConfigError("cap rule", f"must be peak or avg:SECONDS (e.g. avg:1), got {rule!r}")
-
-
-def rule_name(window_s: float) -> str:
-    return "peak" if window_s <= 0 else f"avg:{window_s:g}"
 
 
 # -- the settings and their estimates ----------------------------------------------------------
@@ -117,10 +97,10 @@ def rule_name(window_s: float) -> str:
 def device_sizes(device: Device) -> tuple[int, ...]:
     """The whole batch sizes a controller may choose on ``device``.
 
-    A device may say so with ``batch_size_range`` (lo, hi); a measured-table plant with
+    A device may say so with ``size_range`` (lo, hi), as a table device does; a plant with
     ``batch_sizes`` (its rows: every whole size between its smallest and largest); otherwise the
     simulator's 1..256."""
-    rng = getattr(device, "batch_size_range", None)
+    rng = getattr(device, "size_range", None)
     if rng is not None:
         lo, hi = int(rng[0]), int(rng[1])
         return tuple(range(lo, hi + 1))
@@ -201,7 +181,7 @@ def estimate_settings(
         return out
     measured = []  # no model: rank by a short run of each setting (slow, but any device works)
     for s in settings:
-        chk = _run_check(open_device, s, math.inf, probe_batches * s.batch_size, 0.0, probe_batches, stop=False)
+        chk = _run_check(open_device, s, math.inf, probe_batches * s.batch_size, PEAK, probe_batches, stop=False)
         measured.append(Estimate(s, chk.throughput, chk.peak_w, chk.mean_w))
     return measured
 
@@ -293,64 +273,29 @@ def surely_over(est: Estimate, sensor: SensorModel | None, cap_w: float, items: 
 
 
 class _Judge(LoopObserver):
-    """Watches a check's readings as they come: the highest judged value, and a stop at the first over the cap.
+    """Stops a check after the first control period with a judged value over the cap, and keeps the highest.
 
-    ``peak``: each reading. ``avg:S``: when a reading is replaced, the mean of the held readings
-    over the S seconds ending then (as ``batchsizer.cap_rule.judged``); the last one is judged at the end."""
+    It reads what the loop judged (``PeriodRecord.judged``: the readings under ``peak``, their
+    trailing mean under ``avg:S``, by :func:`batchsizer.cap_rule.judged`), so the check and the
+    summary cannot disagree; each value counts where its hold overlaps the period, as the summary's."""
 
-    def __init__(self, device: Device, cap_w: float, window_s: float, stop: threading.Event | None) -> None:
-        self.device, self.cap_w, self.window_s, self.stop = device, cap_w, window_s, stop
+    def __init__(self, cap_w: float, rule: CapRule, stop: threading.Event | None) -> None:
+        self.cap_w, self.rule, self.stop = cap_w, rule, stop
         self.highest = -math.inf
         self.over = False
-        self._seen_t = -math.inf
-        self._held: deque[tuple[float, float, float]] = deque()  # (t, watts, integral from the first reading to t)
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        self._take(self.device.meter.samples(float(info["start"]), float(info["start"])))
-
-    def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
-        self._take(self.device.meter.samples(max(self._seen_t, outcome.start), outcome.end))
+    def on_period(self, record: PeriodRecord) -> None:
+        o = record.observation
+        # a record without the judged series (the job's tail) is left to the summary's account
+        series = list(record.samples if self.rule.is_peak else record.judged)
+        for k, smp in enumerate(series):
+            end = series[k + 1].t if k + 1 < len(series) else o.end
+            if min(end, o.end) <= max(smp.t, o.start) or not math.isfinite(smp.watts):
+                continue
+            self.highest = max(self.highest, smp.watts)
+            self.over = self.over or over_cap(smp.watts, self.cap_w)
         if self.over and self.stop is not None:
             self.stop.set()
-
-    def finish(self, end: float) -> None:
-        if self.window_s > 0 and self._held:
-            self._judge(self._trailing_mean(end))
-
-    def _judge(self, value: float) -> None:
-        self.highest = max(self.highest, value)
-        if value > self.cap_w + CAP_TOLERANCE_W:
-            self.over = True
-
-    def _take(self, samples: Iterable[PowerSample]) -> None:
-        for s in samples:
-            if s.t <= self._seen_t or not math.isfinite(s.watts):
-                continue
-            self._seen_t = s.t
-            if self.window_s <= 0:
-                self._judge(s.watts)
-                continue
-            if self._held:  # the previous reading held until now: judge the mean ending here
-                self._judge(self._trailing_mean(s.t))
-                t0, w0, a0 = self._held[-1]
-                self._held.append((s.t, s.watts, a0 + w0 * (s.t - t0)))
-            else:
-                self._held.append((s.t, s.watts, 0.0))
-            while len(self._held) > 2 and self._held[1][0] <= s.t - self.window_s:
-                self._held.popleft()
-
-    def _trailing_mean(self, end: float) -> float:
-        first_t = self._held[0][0]
-        a = max(end - self.window_s, first_t)
-        t_last, w_last, i_last = self._held[-1]
-        upto_end = i_last + w_last * (end - t_last)
-        j = 0
-        while j + 1 < len(self._held) and self._held[j + 1][0] <= a:
-            j += 1
-        tj, wj, ij = self._held[j]
-        upto_a = ij + wj * (a - tj)
-        span = end - a
-        return (upto_end - upto_a) / span if span > 0 else w_last
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,23 +318,25 @@ def _run_check(
     setting: Setting,
     cap_w: float,
     items: int,
-    window_s: float,
+    rule: CapRule,
     window_batches: int,
     stop: bool = True,
     estimate: float = math.nan,
 ) -> Check:
     device = open_device()
     event = threading.Event()
-    judge = _Judge(device, cap_w, window_s, event if stop else None)
+    judge = _Judge(cap_w, rule, event if stop else None)
     ctrl = Static(setting.batch_size, setting.clock_mhz, setting.power_limit_w)
     try:
-        loop = ControlLoop(device, ctrl, ConstantCap(cap_w), Window(batches=window_batches), [judge], event)
+        window = Window(batches=window_batches)
+        loop = ControlLoop(device, ctrl, ConstantCap(cap_w), window, [judge], event, cap_rule=rule)
         summary = loop.run(DynamicBatchStream(range(items)))
-        judge.finish(device.clock.now())
     finally:
         device.close()
-    # the loop's own account of held readings over the cap agrees with the judge under peak
-    over = judge.over or (window_s <= 0 and summary.over_cap_s > 0)
+    # the job's last, partial period is accounted in the summary but not shown to observers
+    over = judge.over or summary.over_cap_s > 0
+    if summary.worst_overshoot_w > 0:
+        judge.highest = max(judge.highest, cap_w + summary.worst_overshoot_w)
     mean = summary.energy_j / summary.duration_s if summary.duration_s > 0 else math.nan
     return Check(
         setting, estimate, summary.items, not over, summary.throughput, judge.highest, mean, summary.duration_s
@@ -418,7 +365,7 @@ def upper_envelope(estimates: Sequence[Estimate], cap_w: float) -> Envelope:
     """The upper concave envelope of (mean power, throughput) evaluated at ``cap_w``."""
     pts = sorted(estimates, key=lambda e: (e.mean_w, e.throughput))
     pts = [e for e in pts if math.isfinite(e.mean_w) and math.isfinite(e.throughput)]
-    if not pts or pts[0].mean_w > cap_w + CAP_TOLERANCE_W:
+    if not pts or over_cap(pts[0].mean_w, cap_w):
         return Envelope(cap_w, math.nan, None, None, math.nan)
     hull: list[Estimate] = []
     for e in pts:  # monotone chain, upper hull
@@ -484,7 +431,7 @@ class OracleSearch:
         items: int,
         *,
         sizes: Sequence[int] | None = None,
-        rule: Any = "peak",
+        rule: CapRule | str | None = "peak",
         min_periods: int = MIN_PERIODS,
         window_batches: int = 10,
     ) -> None:
@@ -493,14 +440,14 @@ class OracleSearch:
         if min_periods < 1 or window_batches < 1:
             raise ConfigError("oracle", "min_periods and window_batches must be at least 1")
         self.open_device, self.cap_w, self.items = open_device, float(cap_w), items
-        self.window_s = rule_window_s(rule)
+        self.rule = CapRule.parse(rule)
         self.min_periods, self.window_batches = min_periods, window_batches
         t0 = time.perf_counter()
         probe = open_device()
         try:
             self.settings = all_settings(probe, sizes)
             #: None where the readings cannot be bounded (only the simulator's can): nothing is skipped
-            self.sensor = SensorModel.of(probe) if self.window_s <= 0 else None
+            self.sensor = SensorModel.of(probe) if self.rule.is_peak else None
         finally:
             probe.close()
         self.estimates = estimate_settings(open_device, self.settings, min_periods * window_batches)
@@ -516,7 +463,7 @@ class OracleSearch:
         s = est.setting
         if s not in self._checks:
             chk = _run_check(
-                self.open_device, s, self.cap_w, self.items, self.window_s, self.window_batches, estimate=est.throughput
+                self.open_device, s, self.cap_w, self.items, self.rule, CHECK_BATCHES, estimate=est.throughput
             )
             self._checks[s] = chk
             self.log.append(chk)
@@ -546,7 +493,7 @@ class OracleSearch:
         wall = time.perf_counter() - t0 + (self.wall_s if first == 0 else 0.0)
         return OracleResult(
             cap_w=self.cap_w,
-            rule=rule_name(self.window_s),
+            rule=str(self.rule),
             setting=None if chosen is None else chosen.setting,
             throughput=math.nan if chosen is None else chosen.throughput,
             estimate=math.nan if chosen is None else chosen.estimate,
@@ -563,7 +510,7 @@ class OracleSearch:
     def _whole_job(self, chk: Check) -> Check:
         """``chk``'s setting run for the whole job without stopping (for the fallback when none is compliant)."""
         self.runs += 1
-        return _run_check(self.open_device, chk.setting, self.cap_w, self.items, self.window_s, self.window_batches,
+        return _run_check(self.open_device, chk.setting, self.cap_w, self.items, self.rule, CHECK_BATCHES,
                           stop=False, estimate=chk.estimate)  # fmt: skip
 
 
@@ -573,7 +520,7 @@ def find_oracle(
     items: int,
     *,
     sizes: Sequence[int] | None = None,
-    rule: Any = "peak",
+    rule: CapRule | str | None = "peak",
     min_periods: int = MIN_PERIODS,
     window_batches: int = 10,
 ) -> OracleResult:

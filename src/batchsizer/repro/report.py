@@ -68,7 +68,8 @@ def gains(result: ExperimentResult) -> dict[int, float]:
     return out
 
 
-SHORT = {"batchsizer": "BS", "dvfs": "DVFS", "dvfs-best-batch": "DVFS*", "hw-limit": "HW-PL", "aimd": "AIMD"}
+SHORT = {"batchsizer": "BS", "dvfs": "DVFS", "dvfs-best-batch": "DVFS*", "hw-limit": "HW-PL", "aimd": "AIMD",
+         "batchdvfs": "BDVFS", "batchsizer-full": "BS-all", "adaptive-paper": "AD-paper"}  # fmt: skip
 
 
 def _plural(n: int, word: str) -> str:

@@ -15,12 +15,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchsizer.cap_rule import CapRule
 from batchsizer.errors import BatchSizerError
 from batchsizer.policies.base import DEFAULT_BATCH_SIZES, Setting
 from batchsizer.policies.static import Static
 from batchsizer.repro.devices import DeviceFactory, open_job_device
 from batchsizer.repro.jobs import Job
-from batchsizer.repro.oracle import OracleResult, OracleSearch, rule_window_s
+from batchsizer.repro.oracle import OracleResult, OracleSearch
 from batchsizer.repro.runner import Plan, execute
 
 
@@ -38,7 +39,7 @@ class SweepConfig:
     min_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        rule_window_s(self.rule)  # a bad rule fails here, before anything runs
+        CapRule.parse(self.rule)  # a bad rule fails here, before anything runs
 
     def to_dict(self) -> dict[str, Any]:
         return {
