@@ -163,8 +163,9 @@ def test_registered_with_the_released_sizes_unless_the_user_gives_some() -> None
     knobs = DeviceKnobs(LEVELS, LEVELS[-1])
     ctrl = make_controller("batchdvfs", knobs)
     assert isinstance(ctrl, BatchDvfs) and ctrl.sizes == BATCHDVFS_SIZES and ctrl.levels == LEVELS
-    # the CLI's default size list (the paper's) means none chosen
-    assert make_controller("batchdvfs", knobs, sizes=DEFAULT_BATCH_SIZES).sizes == BATCHDVFS_SIZES
+    # sizes given are respected, the paper's included (the CLI passes none when --sizes is not given)
+    assert make_controller("batchdvfs", knobs, sizes=None).sizes == BATCHDVFS_SIZES
+    assert make_controller("batchdvfs", knobs, sizes=DEFAULT_BATCH_SIZES).sizes == DEFAULT_BATCH_SIZES
     assert make_controller("batchdvfs", knobs, sizes=(1, 16, 256)).sizes == (1, 16, 256)
     assert make_controller("batchdvfs", DeviceKnobs()).levels == ()
 

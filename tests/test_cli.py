@@ -108,7 +108,7 @@ def test_run_help_shows_defaults() -> None:
         f"[default: {DEFAULT_CONTROLLER}]",
         "[default: 0.8]",
         "[default: 10]",
-        "1,2,4,8,16",
+        "every whole size 1..256 for adaptive",
     ):
         assert piece in text
 

@@ -302,12 +302,6 @@ def test_ablation_gives_algorithm1_and_adaptive_the_same_knobs(ablation) -> None
     assert shown == ["batchsizer", "adaptive-paper", "batchsizer-full", "adaptive", "oracle", "batchdvfs"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adaptive's factory (policies/__init__.py) takes the paper's size set for 'not chosen' (the CLI always "
-    "passes one) and uses every whole size; issue 11 part 6 asks it to respect the sizes given. Remove this mark "
-    "when it does.",
-)
 def test_adaptive_paper_uses_only_the_papers_sizes(ablation) -> None:
     run = next(r for r in ablation.runs if r.method == "adaptive-paper")
     assert set(run.batch_sizes_used) <= PAPER_SIZES

@@ -13,7 +13,7 @@ from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
 from batchsizer.errors import ConfigError
 from batchsizer.hw.model_source import is_model_reference
 from batchsizer.paths import check_output_file, is_stdout
-from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, DEFAULT_CONTROLLER
+from batchsizer.policies import CONTROLLERS, DEFAULT_CONTROLLER
 from batchsizer.policies.base import check_sizes
 from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
 
@@ -357,8 +357,10 @@ def controller_options(f: F) -> F:
         ),
         click.option(
             "--sizes",
-            default=",".join(map(str, DEFAULT_BATCH_SIZES)),
-            help="Batch sizes the controller may choose, ascending, comma separated.",
+            default=None,
+            help="Batch sizes the controller may choose, ascending, comma separated [default: each controller's "
+            "own: the paper's 1,2,4,...,256 for batchsizer and aimd, every whole size 1..256 for adaptive, "
+            "1..255 for batchdvfs].",
         ),
         click.option("--alpha", type=float, default=0.8, help="Lower edge of the hold band, as a fraction of the cap."),
         click.option("--initial", type=int, default=None, help="Starting batch size [default: the smallest size]."),
@@ -383,6 +385,7 @@ CONTROLLER_USES = {
     "dvfs": {"batch_size", "alpha"},
     "static": {"batch_size", "clock_mhz"},
     "aimd": {"sizes", "initial"},
+    "batchdvfs": {"sizes", "alpha", "initial", "clock_mhz"},
 }
 _FLAGS = {"sizes": "--sizes", "alpha": "--alpha", "initial": "--initial", "batch_size": "--batch-size", "clock_mhz": "--clock"}
 
@@ -409,7 +412,7 @@ def warn_unused_controller_options(controller: str) -> None:
 
 def controller_kwargs(**kw: Any) -> dict[str, Any]:
     return {
-        "sizes": parse_int_list(kw["sizes"], "sizes"),
+        "sizes": parse_int_list(kw["sizes"], "sizes") if kw["sizes"] is not None else None,
         "alpha": kw["alpha"],
         "initial": kw["initial"],
         "batch_size": kw["batch_size"],

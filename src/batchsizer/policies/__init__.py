@@ -56,16 +56,11 @@ def _aimd(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
 
 
 def _adaptive(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
-    # the CLI always passes a size list; the paper's default set means "not chosen": every whole size
-    sizes = o.get("sizes")
-    sizes = None if sizes is None or tuple(sizes) == DEFAULT_BATCH_SIZES else sizes
-    return Adaptive(sizes=sizes, knobs=knobs, initial=o.get("initial"))
+    return Adaptive(sizes=o.get("sizes"), knobs=knobs, initial=o.get("initial"))
 
 
 def _batchdvfs(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
-    # as for adaptive: the CLI's default size list (the paper's) means "not chosen": the released 1..255
-    sizes = o.get("sizes")
-    sizes = BATCHDVFS_SIZES if sizes is None or tuple(sizes) == DEFAULT_BATCH_SIZES else sizes
+    sizes = o.get("sizes") or BATCHDVFS_SIZES  # not chosen: the released code's 1..255
     return BatchDvfs(
         sizes=sizes,
         clock_levels_mhz=knobs.clock_levels_mhz,

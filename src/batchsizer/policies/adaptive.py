@@ -31,7 +31,7 @@ import numpy as np
 from batchsizer.errors import ConfigError
 from batchsizer.policies.band_search import start_position
 from batchsizer.policies.base import Controller, Decision, DeviceKnobs, FrontierPoint, Observation, Setting, check_sizes
-from batchsizer.policies.safe_model import SIZE_EXPONENT_PRIOR, SLOPE_MIN_RATIO, Z_SIGMAS, SafeModel
+from batchsizer.policies.safe_model import SLOPE_MIN_RATIO, Z_SIGMAS, SafeModel
 
 #: a setting not yet measured must promise at least this much more throughput than the incumbent
 GAIN_EPS = 0.01
@@ -206,16 +206,20 @@ class Adaptive(Controller):
                 return self._at(i) + ("explore-safe", True)
             # nothing known to fit: the lowest-power setting, by what was measured or else predicted
             # (the smallest size at the lowest level unless readings say power falls with size)
-            est = np.where(np.isfinite(own), own, power)
+            # by the raw readings: already over the cap, the setting that read lowest is the best bet,
+            # and running it again confirms (or not) a reading below what smaller sizes drew
+            raw = np.array([m.stats[key].peak_w if (key := (int(b), float(k))) in m.stats else np.nan
+                            for b, k in zip(self._grid_b, self._grid_k)])  # fmt: skip
+            est = np.where(np.isfinite(raw), raw, power)
             est = np.where(np.isfinite(est), est, 0.0) + 1e-9 * self._grid_b + 1e-12 * self._grid_k
             i = int(np.argmin(est))
-            if measured[i] and own[i] > cap_w:
+            if measured[i] and raw[i] > cap_w:
                 # over the cap at the lowest setting known: a probe cannot make it worse; where no rising
                 # power has been measured at that level, the next size up may draw less (power that
                 # falls with the batch size)
                 level = np.isclose(self._grid_k, self._grid_k[i])
-                up, _ = self.model.exponents(float(self._grid_k[i]))
-                rising_known = up != SIZE_EXPONENT_PRIOR
+                learned = self.model.own_exponents(float(self._grid_k[i]))
+                rising_known = learned is not None and learned[0] > 0
                 nxt = level & ~measured & ~(own > cap_w) & (self._grid_b > self._grid_b[i])
                 if nxt.any() and not rising_known:
                     return self._at(int(np.argmin(np.where(nxt, self._grid_b, np.inf)))) + ("probe-falling", True)

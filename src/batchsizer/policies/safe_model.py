@@ -226,15 +226,15 @@ class SafeModel:
         pairs of sizes measured at that level; where there are none, the steepest learned at a higher
         level (the dynamic part scales with the level and the idle floor does not, so total power
         rises no more steeply in log-log at a lower level); the prior where none is learned."""
-        own = self._own_exponents(level)
+        own = self.own_exponents(level)
         if own is not None:
             return own
-        higher = [e for k in self.levels if k > level and (e := self._own_exponents(k)) is not None]
+        higher = [e for k in self.levels if k > level and (e := self.own_exponents(k)) is not None]
         if higher:
             return max(e[0] for e in higher), max(e[1] for e in higher)
         return SIZE_EXPONENT_PRIOR, 0.0
 
-    def _own_exponents(self, level: float) -> tuple[float, float] | None:
+    def own_exponents(self, level: float) -> tuple[float, float] | None:
         ups: list[float] = []
         downs: list[float] = []
         believed = self.peaks()
