@@ -17,7 +17,6 @@ decision, and the messages one allocation period needs.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys

@@ -90,10 +90,8 @@ def _fill(budget: float, lo: np.ndarray, hi: np.ndarray, share: np.ndarray) -> n
 def _shares(workers: Sequence[WorkerView], budget_w: float, kind: str) -> Allocation:
     lo = np.array([w.min_w for w in workers], dtype=float)
     hi = np.array([w.min_w if w.held else w.max_w for w in workers], dtype=float)
-    if kind == "equal":
-        share = np.ones(len(workers))
-    else:
-        share = np.array([w.board_w or w.max_w for w in workers], dtype=float)
+    boards = [w.board_w or w.max_w for w in workers]
+    share = np.ones(len(workers)) if kind == "equal" else np.array(boards, dtype=float)
     caps = _fill(budget_w, lo, hi, share)
     return Allocation({w.name: float(c) for w, c in zip(workers, caps)}, budget_w, kind, bool(budget_w < lo.sum()))
 

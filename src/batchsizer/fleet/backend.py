@@ -9,6 +9,7 @@ Ray is imported only by ``RayBackend``, so the rest of the package runs without 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,10 +50,8 @@ class LocalBackend:
 
     def kill(self, handle: Any) -> None:
         self.dead.add(id(handle))
-        try:
+        with contextlib.suppress(Exception):
             handle.finish()  # its loop thread ends; nothing it did after its last report is kept
-        except Exception:
-            pass
 
     def close(self) -> None: ...
 
