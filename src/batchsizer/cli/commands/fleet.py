@@ -53,13 +53,13 @@ def _faults(texts: tuple[str, ...], names: list[str]) -> tuple[dict[str, float],
 
 @click.command()
 @config_option
-@click.option("--gpu", "gpus", multiple=True, help="A worker: sim:GPU[:MODEL[@DATASET]] (repeat it), e.g. sim:h100:mobv2@imagenet.")
+@click.option("--gpu", "gpus", multiple=True, help="A worker: sim:GPU[:MODEL[@DATASET]] (repeat it), e.g. sim:h100:mobv2@imagenet [default: none, --fleet].")
 @click.option("--fleet", "fleet_file", type=click.Path(path_type=Path), default=None,
               help="TOML file of [[worker]] tables: device, model, dataset, items, weight, name [default: none, --gpu].")  # fmt: skip
 @click.option("--model", default="res101", help="Model of workers that name none.")
 @click.option("--dataset", default="caltech", help="Data set of workers that name none.")
 @click.option("--items", default=10_000, type=int, help="Items of each job (workers with one model and data set share a job).")
-@click.option("--budget", type=float, default=None, help="The fleet's power budget in watts.")
+@click.option("--budget", type=float, default=None, help="The fleet's power budget in watts [default: none; this, --budget-schedule or --budget-file is needed].")
 @click.option("--budget-schedule", default=None, help="Budget steps as SECONDS:WATTS,... of virtual time [default: none].")
 @click.option("--budget-file", type=click.Path(path_type=Path), default=None,
               help="File holding the budget in watts, re-read at every tick [default: none].")  # fmt: skip
@@ -72,7 +72,7 @@ def _faults(texts: tuple[str, ...], names: list[str]) -> tuple[dict[str, float],
 @click.option("--chunk", type=int, default=256, help="Items per chunk of the shared queue.")
 @click.option("--duration", type=float, default=None, help="Stop after this many virtual seconds [default: none, when done].")
 @click.option("--seed", type=int, default=0, help="Seed of the simulated GPUs (worker i gets seed*1000+i).")
-@click.option("--fault", "faults", multiple=True, help="Inject a fault: kill:WORKER@SECONDS or sensor:WORKER@SECONDS (repeatable).")
+@click.option("--fault", "faults", multiple=True, help="Inject a fault: kill:WORKER@SECONDS or sensor:WORKER@SECONDS (repeatable) [default: none].")
 @click.option("--address", default=None, help="Join this running Ray cluster [default: a local Ray for the job, stopped after].")
 @click.option("--local", is_flag=True, help="Run the workers in this process instead of as Ray actors (no Ray needed) [default: off].")
 @path_option("--json", "json_path", "Write the fleet's summary as JSON.")
