@@ -1,0 +1,69 @@
+"""``batchsizer fleet`` in this process (--local, no Ray): faults, outputs, resume, records, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from batchsizer.cli import cli
+
+BASE = ["fleet", "--local", "-q", "--gpu", "sim:p40", "--gpu", "sim:v100:mobv2", "--gpu", "sim:a100", "--budget", "600"]
+
+
+def _ids(path):
+    lines = [json.loads(x) for x in path.read_text().splitlines()[1:]]
+    return [(x["job"], x["id"]) for x in lines]
+
+
+def test_faults_outputs_records_and_plot(tmp_path) -> None:
+    out, js, rec = tmp_path / "out.jsonl", tmp_path / "s.json", tmp_path / "rec"
+    args = BASE + ["--items", "3000", "--save-outputs", str(out), "--json", str(js), "--records", str(rec),
+                   "--plot", str(tmp_path / "fig"), "--fault", "kill:a100-2@3", "--fault", "sensor:p40-0@2"]  # fmt: skip
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == 6000  # two jobs of 3000, each item once
+    s = json.loads(js.read_text())
+    assert s["workers"]["a100-2"]["status"] == "lost"
+    assert s["workers"]["p40-0"]["sensor_failed"]
+    held = [c["cap_w"] for c in s["workers"]["p40-0"]["cap_over_time"] if c["t"] >= 3.0]
+    assert held and all(c == 125.0 for c in held)  # held at its lowest cap
+    for key in ("throughput", "over_budget_fraction", "worst_overshoot_w"):
+        assert key in s
+    assert s["workers"]["v100-1"]["summary"]["items"] > 0
+    assert (rec / "fleet.jsonl").is_file() and (rec / "p40-0.jsonl").is_file()
+    assert (tmp_path / "fig" / "budget_split.png").stat().st_size > 0
+
+
+def test_resume_finishes_the_rest_exactly(tmp_path) -> None:
+    out = tmp_path / "out.jsonl"
+    first = BASE + ["--items", "4000", "--save-outputs", str(out), "--duration", "3"]
+    assert CliRunner().invoke(cli, first).exit_code == 0
+    part = _ids(out)
+    assert 0 < len(part) < 8000
+    again = CliRunner().invoke(cli, first[:-2] + ["--resume"])
+    assert again.exit_code == 0, again.output
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == 8000
+    assert CliRunner().invoke(cli, first).exit_code == 2  # exists, no --resume
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["fleet", "--local", "--budget", "500"], "gpu"),
+        (["fleet", "--local", "--gpu", "sim:p40"], "budget"),
+        (["fleet", "--local", "--gpu", "cuda:0", "--budget", "500"], "gpu"),
+        (["fleet", "--local", "--gpu", "sim:p41", "--budget", "500"], "gpu"),
+        (["fleet", "--local", "--gpu", "sim:p40", "--budget", "-3"], "budget"),
+        (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--cap-rule", "max"], "cap rule"),
+        (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--fault", "kill:x@1"], "fault"),
+        (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--period", "0"], "period"),
+    ],
+)
+def test_bad_input_is_one_line(args, field) -> None:
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1].startswith(f"error: {field}:"), r.output
