@@ -324,7 +324,8 @@ class FleetWorker:
     def _period_done(self, record: PeriodRecord) -> None:
         o, d = record.observation, record.decision
         with self._cv:
-            self._bad_run = self._bad_run + 1 if d.reason in BAD_READING else 0
+            if d.reason != "end":  # the job's last, partial period is reported but not decided on
+                self._bad_run = self._bad_run + 1 if d.reason in BAD_READING else 0
             if o.cap_w == self.cap.watts and self._decided_at is None:
                 self._decided_at = o.end
             self._period_thr = o.throughput
