@@ -12,10 +12,11 @@ from batchsizer.batching import DynamicBatchStream
 from batchsizer.cap_rule import CapJudge
 from batchsizer.caps import CapSchedule, ConstantCap
 from batchsizer.devices import ScriptedDevice
-from batchsizer.errors import ConfigError
+from batchsizer.errors import ConfigError, PermissionDeniedError
 from batchsizer.faults import FaultyMeter, Injection
 from batchsizer.guard import TelemetryGuard
 from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.policies import make_controller
 from batchsizer.policies.algorithm1 import Algorithm1
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.policies.static import Static
@@ -279,3 +280,28 @@ def test_a_reading_exactly_at_the_cap_is_no_violation_and_stops_no_probe() -> No
     assert len(keep.periods) == 10 and not any(p.observation.stopped_on_violation for p in keep.periods)
     assert s.violations == 0 and s.over_cap_s == 0
     assert s.cap_not_met is None
+
+
+@pytest.mark.parametrize("name", ["adaptive", "batchdvfs"])
+def test_a_controller_goes_on_deciding_after_the_device_refuses_its_clock(name: str) -> None:
+    """A card that will not take a clock (no root): the controller goes on with the batch size alone,
+    and the periods it runs are its own (the guard does not take them for a fall-back of its own and
+    keep them from the controller), so it still moves and answers a cap drop."""
+
+    class NoRoot(ScriptedDevice):
+        def set_clock(self, mhz: int | None) -> None:
+            if mhz is not None:
+                raise PermissionDeniedError("changing the clock needs root")
+
+    dev = NoRoot(lambda b, c: 0.01 + 0.001 * b, lambda b, c: 60.0 + b, clock_levels_mhz=(900, 1200, 1500))
+    keep = Keep()
+    caps = CapSchedule([(0.0, 1000.0), (1.0, 80.0)])
+    s = ControlLoop(dev, make_controller(name, dev.knobs), caps, Window(5), [keep]).run(DynamicBatchStream(range(3000)))
+    assert [k for k, _ in keep.events].count("clocks-refused") == 1
+    assert [p.decision.reason for p in keep.periods].count("recovered") == 0
+    sizes = [p.observation.setting.batch_size for p in keep.periods]
+    assert max(sizes) > 20  # it moved while the cap allowed
+    if name == "adaptive":  # (batchdvfs decides every 3 s, as released: it is still searching at the end)
+        assert 60.0 + keep.periods[-1].observation.setting.batch_size <= 80.0  # and came under the new cap
+    assert all(p.observation.setting.clock_mhz is None for p in keep.periods)
+    assert any("only the batch size moved" in n for n in s.notes)
