@@ -114,7 +114,6 @@ def test_config_values_apply_and_flags_win(tmp_path: Path) -> None:
 
 def test_images_folder_missing_or_empty(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    pytest.importorskip("batchsizer.hw.workload")
     missing = CliRunner().invoke(cli, ["run", "-q", "--device", "cpu", "--images", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "images" in missing.stderr and "not a folder" in missing.stderr, missing.stderr
     (tmp_path / "empty" / "cls").mkdir(parents=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -216,9 +215,6 @@ def test_plot_out_is_a_file(tmp_path: Path) -> None:
     assert result.exit_code == 2 and result.output.startswith("error: out: ")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("batchsizer.sim.workload") is None, reason="the simulator is not built yet"
-)
 def test_plain_run_on_the_default_simulated_p40() -> None:
     exe = shutil.which("batchsizer") or str(Path(sys.executable).with_name("batchsizer"))
     p = subprocess.run([exe, "run"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)

@@ -20,6 +20,7 @@ from batchsizer.guard import CapWatch, TelemetryGuard
 from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.policies import make_controller
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
+from batchsizer.sim import make_sim_device
 from batchsizer.telemetry import PowerMeter, PowerSample, summarize
 
 GUARD_KIND = {
@@ -170,8 +171,7 @@ def test_no_false_alarm_on_clean_readings() -> None:
 
 
 def test_nvml_error_from_the_simulator_meter() -> None:
-    sim = pytest.importorskip("batchsizer.sim")
-    device = sim.make_sim_device("p40", "res101", "caltech", seed=1)
+    device = make_sim_device("p40", "res101", "caltech", seed=1)
     device.meter = FaultyMeter(device.meter, [Injection("error", 2.0, 6.0), Injection("spike", 9.0)])
     ev = Events()
     summary = ControlLoop(device, make_controller("batchsizer"), ConstantCap(200), Window(10), [ev]).run(

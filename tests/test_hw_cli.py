@@ -68,7 +68,6 @@ def test_profile_writes_json_and_csv(tmp_path: Path) -> None:
 
 
 def test_profile_on_a_simulated_gpu(tmp_path: Path) -> None:
-    pytest.importorskip("batchsizer.sim.workload")
     result = run(
         "profile", "--device", "sim:p40", "--sizes", "1,8,64", "--batches", "3", "--json", str(tmp_path / "p.json")
     )

@@ -12,9 +12,13 @@ from batchsizer.batching import DynamicBatchStream
 from batchsizer.cap_rule import CapJudge
 from batchsizer.caps import CapSchedule, ConstantCap
 from batchsizer.devices import ScriptedDevice
-from batchsizer.errors import ConfigError
+from batchsizer.errors import ConfigError, PermissionDeniedError
+from batchsizer.faults import FaultyMeter, Injection
+from batchsizer.guard import TelemetryGuard
 from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.policies import make_controller
 from batchsizer.policies.algorithm1 import Algorithm1
+from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.policies.static import Static
 from batchsizer.recorder import JobRecorder
 from batchsizer.records import RecordWriter, read_records
@@ -208,3 +212,96 @@ def test_job_recorder_writes_every_kind(tmp_path: Path) -> None:
     assert r["event"][0]["kind"] == "cap" and r["event"][0]["new"] == 90
     assert r["summary"][0]["items"] == 60
     assert math.isclose(r["summary"][0]["duration_s"], 3.0)
+
+
+class Probe(Controller):
+    """Starts at ``first`` and then asks for ``then`` every period, with the early stop on."""
+
+    name = "probe"
+
+    def __init__(self, first: int, then: int) -> None:
+        self.first, self.then = first, then
+
+    def initial(self) -> Setting:
+        return Setting(self.first)
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(Setting(self.then), "probe", stop_on_violation=True)
+
+
+def _stopped(device: ScriptedDevice, cap: float, items: int = 400) -> list[bool]:
+    keep = Keep()
+    ControlLoop(device, Probe(4, 4), ConstantCap(cap), Window(10), [keep]).run(DynamicBatchStream(range(items)))
+    return [p.observation.stopped_on_violation for p in keep.periods]
+
+
+def test_early_stop_ignores_a_reading_the_guard_calls_implausible() -> None:
+    """A 10 kW glitch (above the guard's plausible limit) must not end a probe; a real reading over
+    the cap at the same moments does."""
+    times = (0.331, 0.572, 0.813)
+
+    def device(watts: float) -> ScriptedDevice:
+        dev = ScriptedDevice(lambda b, c: 0.01, lambda b, c: 100.0)  # 100 W under a 150 W cap
+        dev.meter = FaultyMeter(dev.meter, [Injection("spike", t, watts=watts) for t in times])
+        return dev
+
+    glitch = device(10_000.0)
+    assert not any(_stopped(glitch, 150.0))
+    assert TelemetryGuard.for_device(glitch).max_plausible_w < 10_000.0
+    assert sum(_stopped(device(300.0), 150.0)) == len(times)
+
+
+def test_early_stop_skips_the_sensor_update_that_still_shows_the_previous_setting() -> None:
+    """The sensor publishes every 10 ms what the board drew 6 ms before: the first reading after a
+    change from a setting over the cap (batch 8, 200 W) to one under it (batch 1) still shows 200 W,
+    and must not end the new setting's probe. A setting truly over the cap is still stopped."""
+
+    def device(power_at_1: float) -> ScriptedDevice:
+        dev = ScriptedDevice(
+            lambda b, c: 0.0107 if b == 8 else 0.002, lambda b, c: 200.0 if b == 8 else power_at_1, update_period_s=0.01
+        )
+        dev.meter = ScriptedMeter(0.01, fn=lambda t: dev._true_power(t - 0.006))
+        return dev
+
+    for power_at_1, stopped in ((100.0, False), (160.0, True)):
+        keep = Keep()
+        ControlLoop(device(power_at_1), Probe(8, 1), ConstantCap(150), Window(None, 0.1), [keep]).run(
+            DynamicBatchStream(range(80 + 50))
+        )
+        first, probe = keep.periods[0].observation, keep.periods[1].observation
+        assert first.setting == Setting(8) and first.end == pytest.approx(0.107)  # between two sensor updates
+        assert probe.setting == Setting(1) and probe.stopped_on_violation is stopped, power_at_1
+
+
+def test_a_reading_exactly_at_the_cap_is_no_violation_and_stops_no_probe() -> None:
+    keep = Keep()
+    dev = ScriptedDevice(lambda b, c: 0.01, lambda b, c: 150.0, idle_w=150.0)
+    s = ControlLoop(dev, Probe(4, 4), ConstantCap(150), Window(10), [keep]).run(DynamicBatchStream(range(400)))
+    assert len(keep.periods) == 10 and not any(p.observation.stopped_on_violation for p in keep.periods)
+    assert s.violations == 0 and s.over_cap_s == 0
+    assert s.cap_not_met is None
+
+
+@pytest.mark.parametrize("name", ["adaptive", "batchdvfs"])
+def test_a_controller_goes_on_deciding_after_the_device_refuses_its_clock(name: str) -> None:
+    """A card that will not take a clock (no root): the controller goes on with the batch size alone,
+    and the periods it runs are its own (the guard does not take them for a fall-back of its own and
+    keep them from the controller), so it still moves and answers a cap drop."""
+
+    class NoRoot(ScriptedDevice):
+        def set_clock(self, mhz: int | None) -> None:
+            if mhz is not None:
+                raise PermissionDeniedError("changing the clock needs root")
+
+    dev = NoRoot(lambda b, c: 0.01 + 0.001 * b, lambda b, c: 60.0 + b, clock_levels_mhz=(900, 1200, 1500))
+    keep = Keep()
+    caps = CapSchedule([(0.0, 1000.0), (1.0, 80.0)])
+    s = ControlLoop(dev, make_controller(name, dev.knobs), caps, Window(5), [keep]).run(DynamicBatchStream(range(3000)))
+    assert [k for k, _ in keep.events].count("clocks-refused") == 1
+    assert [p.decision.reason for p in keep.periods].count("recovered") == 0
+    sizes = [p.observation.setting.batch_size for p in keep.periods]
+    assert max(sizes) > 20  # it moved while the cap allowed
+    if name == "adaptive":  # (batchdvfs decides every 3 s, as released: it is still searching at the end)
+        assert 60.0 + keep.periods[-1].observation.setting.batch_size <= 80.0  # and came under the new cap
+    assert all(p.observation.setting.clock_mhz is None for p in keep.periods)
+    assert any("only the batch size moved" in n for n in s.notes)

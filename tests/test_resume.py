@@ -121,9 +121,9 @@ def test_resume_rejects_a_different_job_and_refuses_to_overwrite(tmp_path: Path)
 
 def test_resume_through_torch_on_cpu_gives_the_same_predictions(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    workload = pytest.importorskip("batchsizer.hw.workload")
     from batchsizer.batching import DynamicBatchStream
     from batchsizer.caps import ConstantCap
+    from batchsizer.hw import workload
     from batchsizer.loop import ControlLoop, Window
     from batchsizer.outputs import OutputWriter, job_identity, prepare_outputs
     from batchsizer.policies import make_controller

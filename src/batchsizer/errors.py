@@ -46,10 +46,6 @@ class TelemetryError(DeviceError):
     """A power reading could not be obtained."""
 
 
-class CapNotMetError(BatchSizerError):
-    """Even the lowest setting draws more than the cap (raised only in strict mode)."""
-
-
 class OutOfMemoryError(DeviceError):
     """A batch did not fit in the device's memory. The loop answers by running smaller batches."""
 

@@ -16,6 +16,7 @@ the cap, i.e. its lowest setting still draws too much.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,8 +249,18 @@ class TelemetryGuard:
         self._floor = setting
         return setting
 
-    def decide(self, controller: Controller, obs: Observation, reading: Reading) -> Decision:
-        """The next setting: the controller's on a clean window at its own setting, else hold or fall back."""
+    def decide(
+        self,
+        controller: Controller,
+        obs: Observation,
+        reading: Reading,
+        as_run: Callable[[Setting], Setting] | None = None,
+    ) -> Decision:
+        """The next setting: the controller's on a clean window at its own setting, else hold or fall back.
+
+        ``as_run``: what the loop makes of a setting the controller asks for (no larger than the batch
+        that fits in memory, without a clock the device refused); a window measured at that is at the
+        controller's own setting, not at a fall-back."""
         for f in reading.faults:
             self._note(f)
         if self._controller_setting is None:
@@ -266,7 +277,8 @@ class TelemetryGuard:
                 )
                 self._bad_run = 0
                 self._episode_kinds.clear()
-            if obs.setting != self._controller_setting:
+            own = as_run(self._controller_setting) if as_run is not None else self._controller_setting
+            if obs.setting != own:
                 # measured at the guard's fallback: the controller must not take it for its own setting
                 return Decision(self._controller_setting, "recovered", {"measured_at": obs.setting.batch_size})
             decision = controller.decide(obs)

@@ -189,11 +189,17 @@ class ControlLoop:
         for obs in self.observers:
             getattr(obs, hook)(*args, **kwargs)
 
-    def _apply(self, setting: Setting, stream: DynamicBatchStream[Any]) -> None:
+    def _as_run(self, setting: Setting) -> Setting:
+        """``setting`` as the loop runs it: no larger than the batch known to fit, without a refused clock
+        (observed as what really ran)."""
         if self.size_limit is not None and setting.batch_size > self.size_limit:
-            setting = replace(setting, batch_size=self.size_limit)  # observed as what really ran
+            setting = replace(setting, batch_size=self.size_limit)
         if self.clocks_refused is not None and setting.clock_mhz is not None:
             setting = replace(setting, clock_mhz=None)
+        return setting
+
+    def _apply(self, setting: Setting, stream: DynamicBatchStream[Any]) -> None:
+        setting = self._as_run(setting)
         if setting != self.setting:
             try:
                 self.device.apply(setting)
@@ -386,7 +392,7 @@ class ControlLoop:
             cap_rule_window_s=rule.window_s,
         )
         if decide:
-            decision = self.guard.decide(self.controller, obs, reading)
+            decision = self.guard.decide(self.controller, obs, reading, as_run=self._as_run)
             for kind, message, fields in self.guard.pop_events():
                 self._emit("on_event", kind, message, **fields)
             cap_warning = self.cap_watch.observe(obs, decision)

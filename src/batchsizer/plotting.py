@@ -24,7 +24,6 @@ from matplotlib.axes import Axes  # noqa: E402
 from batchsizer.errors import ConfigError  # noqa: E402
 from batchsizer.records import iter_numbered_records  # noqa: E402
 
-FIGURES = ("power", "batch_size", "throughput", "overview")
 #: more sensor readings than this in a figure are drawn as a min-max band per column of pixels
 MAX_POWER_POINTS = 4000
 #: columns of that band (about the plot area's width in pixels at 120 dpi)

@@ -201,9 +201,6 @@ class Gpu:
         sm = self._call("reading the SM application clock", "nvmlDeviceGetApplicationsClock", self.lib.NVML_CLOCK_SM)
         return int(mem), int(sm)
 
-    def sm_clock(self) -> int:
-        return int(self._call("reading the SM clock", "nvmlDeviceGetClockInfo", self.lib.NVML_CLOCK_SM))
-
     # --- power -------------------------------------------------------------------------------
     def instant_power_w(self) -> float:
         """Instantaneous board power (``NVML_FI_DEV_POWER_INSTANT``), where the GPU has the field."""
@@ -234,9 +231,6 @@ class Gpu:
 
     def set_application_clocks(self, memory_mhz: int, sm_mhz: int) -> None:
         self._call("setting application clocks", "nvmlDeviceSetApplicationsClocks", memory_mhz, sm_mhz)
-
-    def reset_application_clocks(self) -> None:
-        self._call("resetting application clocks", "nvmlDeviceResetApplicationsClocks")
 
     def set_power_limit_w(self, watts: float) -> None:
         self._call("setting the power limit", "nvmlDeviceSetPowerManagementLimit", int(round(watts * 1000)))

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchsizer.errors import ConfigError, OutOfMemoryError, UnsupportedError
+from batchsizer.errors import ConfigError, OutOfMemoryError
 from batchsizer.hw.memory import retain_freed_memory
 
 #: the paper's DNN names (Table 1) that torchvision has, to torchvision's names
@@ -241,9 +241,3 @@ def normalize(x: Any) -> Any:
         scales = _SCALES[key] = (mean, std)
     mean, std = scales
     return (x - mean) / std
-
-
-def require_gpu_torch() -> None:
-    torch = torch_module()
-    if not torch.cuda.is_available():
-        raise UnsupportedError("this PyTorch build sees no CUDA GPU")
