@@ -160,3 +160,15 @@ def test_the_saturation_gate_stops_probes_that_promise_less_than_gain_eps() -> N
     assert len(crumbs) >= 5
     # every one of them promises less than the gate over where the default settled
     assert all(b / saturating(b) < 1.01 * settled / saturating(settled) for b in crumbs)
+
+
+def test_a_batch_the_device_capped_is_not_asked_for_again() -> None:
+    """The loop ran 20 where 256 was asked (larger batches did not fit in memory): no more asking for them."""
+    ctrl = Adaptive()
+    s = ctrl.initial()
+    asked = []
+    for i in range(40):
+        ran = Setting(min(s.batch_size, 20), s.clock_mhz)
+        s = ctrl.decide(obs(ran, 1000.0, period=i)).setting
+        asked.append(s.batch_size)
+    assert all(b <= 20 for b in asked[-30:])

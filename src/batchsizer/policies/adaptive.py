@@ -80,6 +80,7 @@ class Adaptive(Controller):
         self._settle_s = 0.0
         self._settling = 0
         self._coverage = 1.0
+        self._max_size = self.sizes[-1]
         self.changes = 0
 
     def _set_knobs(self, knobs: DeviceKnobs) -> None:
@@ -173,6 +174,9 @@ class Adaptive(Controller):
             self._coverage = obs.sensor_window_s / self._update_s
         else:
             self._coverage = 1.0
+        if obs.setting.batch_size < self.size and self._level_of(obs.setting) == self.level:
+            # the device ran a smaller batch than asked (the loop found larger ones do not fit in memory)
+            self._max_size = min(self._max_size, obs.setting.batch_size)
         self._learn(obs)
         here = self.model.stats.get((obs.setting.batch_size, self._level_of(obs.setting)))
         unread = here is None or (not here.measured and here.at_least_w <= 0)
@@ -191,6 +195,9 @@ class Adaptive(Controller):
         m = self.model
         bound = m.bound_w(self._grid_k, self._grid_b)
         power, time = self._predictions()
+        too_big = self._grid_b > self._max_size  # known not to fit in the device's memory
+        bound = np.where(too_big, np.inf, bound)
+        power = np.where(too_big, np.inf, power)
         speed = self._grid_b / time
         measured = np.array([(int(b), float(k)) in m.stats and m.stats[(int(b), float(k))].measured
                              for b, k in zip(self._grid_b, self._grid_k)])  # fmt: skip
