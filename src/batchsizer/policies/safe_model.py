@@ -48,23 +48,25 @@ SLOPE_MIN_RATIO = 1.25
 
 @dataclass(frozen=True, slots=True)
 class KnobPrior:
-    """How power and time move with a knob level before two levels are measured at one size."""
+    """How power and time move with a knob level before any reading at a second level says."""
 
-    #: power at a higher level is at most ``P * (k'/k) ** bound`` (a safe upper bound)
+    #: power at a higher level is at most ``P * (k'/k) ** bound`` (a safe upper bound, always used)
     bound: float
-    #: the dynamic part of power scales as ``(k'/k) ** power`` (a point prediction)
+    #: the dynamic part of power scales as ``(k'/k) ** power``, and the batch time as ``(k/k') ** time``,
+    #: until readings at two levels tell: optimistic values (the most power saved and no time lost a
+    #: level down), so that where a tight cap may make another level pay, one safe probe there is tried
+    #: and the learned exponents take over
     power: float
-    #: the computing share of the batch time scales as ``(k/k') ** time``
     time: float
 
 
-#: clocks: dynamic power ~ f*V(f)^2, compute time ~ 1/f; power limits: power follows the limit,
-#: time about its square root (the clock the limiter settles on, power ~ f^2 to f^3)
 #: power grows with a knob level no faster than its cube (f * V(f)^2, V at most proportional to f)
 KNOB_MAX_POWER_EXPONENT = 3.0
+#: clocks: dynamic power ~ f * V(f)^2 (at most f^3), compute time at most ~ 1/f;
+#: power limits: power follows the limit
 KNOB_PRIORS: dict[str, KnobPrior] = {
-    "clock": KnobPrior(bound=3.0, power=2.0, time=1.0),
-    "limit": KnobPrior(bound=1.0, power=1.0, time=0.5),
+    "clock": KnobPrior(bound=3.0, power=3.0, time=0.0),
+    "limit": KnobPrior(bound=1.0, power=1.0, time=0.0),
 }
 
 
@@ -303,32 +305,36 @@ class SafeModel:
             power[above] = p[0] * (self.sizes[above] / b[0]) ** SIZE_EXPONENT_PRIOR
         return power, time
 
-    def _rich_levels(self) -> list[float]:
-        counts = {k: sum(1 for (b, kk), st in self.stats.items() if kk == k and st.measured) for k in self.levels}
-        return [k for k in self.levels if counts[k] >= 2] or [k for k in self.levels if counts[k] >= 1]
+    def _span(self, level: float) -> float:
+        """How wide (in log size) the sizes measured at ``level`` reach; -1 where none is measured."""
+        b = self._level_table(level)[0]
+        return float(np.log(b[-1] / b[0])) if b.size else -1.0
 
     def predict_level(self, level: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """Power and time at every size at ``level``: its own curve where two sizes are measured there;
-        else the curve of the nearest level that has two, carried over by the knob's exponents
-        (learned from every reading at another level) and put through this level's own reading if any."""
-        rich = self._rich_levels()
-        if not rich:
+        """Power and time at every size at ``level``. Within the sizes measured there, its own curve;
+        outside them, the shape of the level measured the widest (the curves' shape is shared across
+        levels; a level scales it), carried over by the knob's exponents (learned from every reading
+        at another level) and put through this level's own nearest reading."""
+        spans = {k: self._span(k) for k in self.levels}
+        ref = max(self.levels, key=lambda k: (spans[k], k))
+        if spans[ref] < 0:
             return None
-        if level in rich and len(self._level_table(level)[0]) >= 2:
-            return self.predict(level)
-        near = min(rich, key=lambda k: abs(math.log(k) - math.log(level)))
-        power, time = self.predict(near)  # type: ignore[misc]
-        if near != level:
-            power, time = self._carry(near, power, time, level)
-        own = [(b, st) for (b, k), st in self.stats.items() if k == level and st.measured and math.isfinite(st.batch_s)]
-        if own and near != level:
-            b0, st = own[0]
-            i = int(np.searchsorted(self.sizes, b0))
-            floor = self._floor(power)
-            if power[i] - floor > 1e-6:
-                power = floor + (power - floor) * max(st.peak_w - floor, 0.0) / (power[i] - floor)
-            time = time * st.batch_s / time[i]
-        return power, time
+        power, time = self.predict(ref)  # type: ignore[misc]
+        if ref == level:
+            return power, time
+        power, time = self._carry(ref, power, time, level)
+        own = self.predict(level)
+        if own is None:
+            return power, time
+        b = self._level_table(level)[0]
+        lo, hi = int(np.searchsorted(self.sizes, b[0])), int(np.searchsorted(self.sizes, b[-1]))
+        floor = self._floor(power)
+        out_p, out_t = own[0].copy(), own[1].copy()
+        for edge, part in ((lo, slice(0, lo)), (hi, slice(hi + 1, None))):
+            if power[edge] - floor > 1e-6:
+                out_p[part] = floor + (power[part] - floor) * max(own[0][edge] - floor, 0.0) / (power[edge] - floor)
+            out_t[part] = time[part] * own[1][edge] / time[edge]
+        return out_p, out_t
 
     def _floor(self, power: np.ndarray) -> float:
         floor = self.floor_w if math.isfinite(self.floor_w) else 0.0

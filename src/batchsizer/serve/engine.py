@@ -26,12 +26,13 @@ from dataclasses import replace
 from typing import Any
 
 from batchsizer.batching import Batch
+from batchsizer.cap_rule import CapJudge
 from batchsizer.caps import CapSource, check_cap
 from batchsizer.devices import BatchOutcome, Device
 from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.serve.batcher import Answer, Batcher, BatcherConfig, RealtimeSource, Request
-from batchsizer.summary import Summary, ViolationTracker
+from batchsizer.summary import Summary
 
 #: the controller's size may be at most this many times the largest batch that ran in the period
 GROWTH = 2.0
@@ -158,7 +159,8 @@ class _Dispatcher(LoopObserver):
         e.last_period = record
         obs = record.observation
         e.energy_j += record.window.energy_j if math.isfinite(record.window.energy_j) else 0.0
-        e.over_cap.feed(list(record.samples), obs.start, obs.end, obs.cap_w)
+        cap = obs.period_cap_w if math.isfinite(obs.period_cap_w) else obs.cap_w  # the cap during the period
+        e.over_cap.feed(list(record.judged or record.samples), obs.start, obs.end, lambda _t: cap)
         e.observed_s += obs.duration_s
 
 
@@ -191,7 +193,7 @@ class ServingEngine:
         self.batches_by_size: dict[int, int] = {}
         self.last_period: PeriodRecord | None = None
         self.energy_j = 0.0
-        self.over_cap = ViolationTracker()
+        self.over_cap = CapJudge()
         self.observed_s = 0.0
         self.stop_event = threading.Event()
         self.loop = ControlLoop(
