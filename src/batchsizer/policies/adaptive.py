@@ -251,10 +251,20 @@ class Adaptive(Controller):
         fits = ~measured & ~(own > cap_w) & (power + margin <= cap_w) & (speed > want)
         if fits.any():
             j = int(np.argmax(np.where(fits, speed, -np.inf)))
-            same_level = np.isclose(self._grid_k, self._grid_k[j]) & safe_new & (self._grid_b <= self._grid_b[j])
-            if same_level.any():  # an expander: the safe setting at that level nearest below it
+            level = np.isclose(self._grid_k, self._grid_k[j])
+            # an expander: a safe setting at that level between what is measured there and the target,
+            # the nearest to the target (one below every measured size there would teach nothing new)
+            below = level & measured & (self._grid_b <= self._grid_b[j])
+            floor = self._grid_b[below].max() if below.any() else 0.0
+            same_level = level & safe_new & (self._grid_b <= self._grid_b[j]) & (self._grid_b > floor)
+            if same_level.any():
                 return self._at(int(np.argmax(np.where(same_level, self._grid_b, -np.inf)))) + ("expand", True)
-            return self._at(j) + ("explore-risky", True)
+            # a one-batch risk, taken only one distinguishable size step past the sizes measured at that
+            # level: further, the point prediction is an extrapolation, and the risk lasts the whole batch
+            reach = SLOPE_MIN_RATIO * max(floor, self._grid_b[inc])
+            risky = np.where(fits & (self._grid_b <= reach) & level, speed, -np.inf)
+            if np.isfinite(risky.max()):
+                return self._at(int(np.argmax(risky))) + ("explore-risky", True)
         # a coarse size list can leave no safe step up: try the next size with the one-batch risk
         up = np.isclose(self._grid_k, self._grid_k[inc]) & (self._grid_b > self._grid_b[inc])
         if up.any():
