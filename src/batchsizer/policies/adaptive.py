@@ -3,21 +3,27 @@
 One decision rule, every period, on a :class:`~batchsizer.policies.safe_model.SafeModel`:
 
 1. Learn the period's clean reading (one that averages only this setting, by the sensor's window and
-   the cap rule) at its setting. A reading over the cap that mixed this setting with a previous one
-   under the cap proves this one is over it (an average over the cap has a part over the cap).
-   Readings far off what was known at a setting, twice in a row the same way, mean the load changed:
-   the model keeps only the newest reading.
-2. Among the measured settings whose bound is under the cap, the fastest is the incumbent.
-3. Explore the fastest setting not yet measured whose *bound* is under the cap (safe) if it is
-   predicted at least ``gain_eps`` faster than the incumbent. Where the best predicted setting is not
-   yet safe, first measure the safe setting at its knob level nearest to it (an expander: it teaches
-   the model that level), else try it with the loop told to stop the period at the first reading over
-   the cap (a one-batch risk, taken only where the point prediction says it fits).
-4. Else hold the incumbent. Where nothing is under the cap, go to the lowest-power setting.
+   the cap rule; a setting without one yet is held for a period long enough to get one). A reading
+   over the cap that mixed this setting with a previous one under the cap proves this one is over it
+   (an average over the cap has a part over the cap). A period's mean power or time per batch far
+   off what was known at its setting, twice in a row the same way, means the load changed: the model
+   keeps only the newest reading.
+2. Among the measured settings whose believed peak plus margin is under the cap, the fastest is the
+   incumbent. Where none is, go to the setting that read lowest (and, already over the cap, probe the
+   next size up where no rise of power with size was measured: power may fall with size).
+3. A faster measured setting that would fit once read as often as a well-known one is run again
+   (``confirm``). Else explore the fastest setting not yet measured whose *bound* is under the cap
+   (safe) if it is predicted at least ``gain_eps`` faster than the incumbent. Else, where the best
+   predicted setting is not yet safe, measure a safe setting at its knob level between what is
+   measured there and it (an expander), or try it with the loop told to stop at the first reading
+   over the cap, at most one distinguishable size step past the sizes measured there (a one-batch
+   risk). A coarse size list with no safe step up is tried the same way.
+4. Else hold the incumbent.
 
-Probes run short periods (enough sensor updates for a clean reading); every period is at least long
-enough to hold one. The user's size list is respected; the clock or power limit is a knob only where
-the device offers one.
+Probes run short periods (enough sensor updates for a clean reading, more on a sensor that sees part
+of the time); every period is at least long enough to hold one. The user's size list is respected; the
+clock or power limit is a knob only where the device offers one; a batch the device ran smaller than
+asked (memory) bounds the sizes asked for. :meth:`Adaptive.frontier` says what it learned.
 """
 
 from __future__ import annotations
