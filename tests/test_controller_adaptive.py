@@ -172,3 +172,37 @@ def test_a_batch_the_device_capped_is_not_asked_for_again() -> None:
         s = ctrl.decide(obs(ran, 1000.0, period=i)).setting
         asked.append(s.batch_size)
     assert all(b <= 20 for b in asked[-30:])
+
+
+def test_lower_clock_explored_when_a_tight_cap_makes_it_pay() -> None:
+    """At 1500 MHz only small batches fit a 100 W cap; at a lower clock a larger batch fits and is faster."""
+    knobs = DeviceKnobs(clock_levels_mhz=(600, 900, 1200, 1500), default_clock_mhz=1500)
+
+    def host_bound(b: int, clock: float = 1500.0) -> float:  # mostly host time: the clock costs little
+        return 0.03 + 0.002 * b + 0.0005 * b * 1500.0 / clock
+
+    path = drive(Adaptive(knobs=knobs), [100.0] * 60, time_of=host_bound)
+    final = path[-1]
+    assert final.clock_mhz is not None and final.clock_mhz < 1500
+    assert peak_concave(final.batch_size, final.clock_mhz) <= 100.0
+    top_only = best_static(100.0, all_sizes(), time_of=host_bound)
+    assert final.batch_size / host_bound(final.batch_size, final.clock_mhz) > top_only / host_bound(top_only)
+
+
+def test_a_load_change_is_relearned() -> None:
+    ctrl = Adaptive()
+    setting = ctrl.initial()
+    for i in range(30):
+        setting = ctrl.decide(obs(setting, 200.0, period=i)).setting
+    before = setting.batch_size
+
+    def heavier(b: int, clock: float = 1500.0) -> float:
+        return 50.0 + 260.0 * b / (b + 40.0)
+
+    def slower(b: int, clock: float = 1500.0) -> float:
+        return 1.5 * batch_time(b, clock)
+
+    for i in range(30, 60):
+        setting = ctrl.decide(obs(setting, 200.0, heavier, slower, period=i)).setting
+    assert ctrl.changes >= 1
+    assert heavier(setting.batch_size) <= 200.0 and setting.batch_size < before

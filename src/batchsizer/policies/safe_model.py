@@ -197,7 +197,7 @@ class SafeModel:
         setting, the larger one with its sign (None when too little is known). Both average the whole
         period, so a sparse sensor missing a spike does not look like a change of load."""
         st = self.stats.get((size, level))
-        if st is None or len(st.means) < 2 or len(st.times) < 2 or self._mdev_n < 3:
+        if st is None or not st.means or not st.times or self._mdev_n < 3:
             return None
         zm = (mean_w / st.mean_w - 1) / max(self.mean_noise, 0.005)
         zt = (batch_s / st.batch_s - 1) / max(self.time_noise, 0.005)
