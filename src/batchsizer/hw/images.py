@@ -29,7 +29,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -69,8 +69,10 @@ def list_image_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     return items, classes
 
 
-def decode(path: str, crop: int = 224, resize: int = 256) -> np.ndarray:
-    """Decode, resize the short side to ``resize`` and centre-crop to ``crop``: a (crop, crop, 3) uint8 array."""
+def decode(path: str | os.PathLike[str] | BinaryIO, crop: int = 224, resize: int = 256) -> np.ndarray:
+    """Decode, resize the short side to ``resize`` and centre-crop to ``crop``: a (crop, crop, 3) uint8 array.
+
+    ``path`` is a file name or an open binary file (``serve`` passes a request body as ``io.BytesIO``)."""
     from PIL import Image
 
     with Image.open(path) as im:

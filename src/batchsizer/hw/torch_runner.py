@@ -178,8 +178,17 @@ class TorchRunner:
             x = x.to(dtype=self.dtype, memory_format=self.memory_format)
         return x
 
-    def run(self, batch: Any) -> tuple[float, float, list[int]]:
-        """(start, end, predicted class per item) with ``time.monotonic`` times, true on a GPU."""
+    def head(self, logits: Any) -> Any:
+        """The answer computed on the device from the (N, classes) logits: here the arg-max per item."""
+        return logits.argmax(dim=1)
+
+    def rows(self, answer: Any) -> list[Any]:
+        """:meth:`head`'s answer -> one Python value per item (after the batch's end is taken)."""
+        return (answer.cpu() if self.is_cuda else answer).tolist()
+
+    def run(self, batch: Any) -> tuple[float, float, list[Any]]:
+        """(start, end, :meth:`rows` of the batch: the predicted class per item) with ``time.monotonic``
+        times, true on a GPU."""
         torch = self.torch
         start = time.monotonic()
         try:
@@ -189,11 +198,11 @@ class TorchRunner:
                     out = out[0]
                 elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
                     out = out.logits
-                predicted = out.argmax(dim=1)
+                answer = self.head(out)
                 if self.is_cuda:
                     torch.cuda.synchronize(self.device)
                 end = time.monotonic()
-                labels = (predicted.cpu() if self.is_cuda else predicted).tolist()
+                labels = self.rows(answer)
         except RuntimeError as exc:  # torch.OutOfMemoryError is one; the CPU allocator raises a plain one
             if not is_out_of_memory(torch, exc):
                 raise

@@ -69,6 +69,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from batchsizer.batching import DynamicBatchStream
 from batchsizer.cap_rule import PEAK, CapRule
@@ -514,18 +515,7 @@ class OracleSearch:
                           stop=False, estimate=chk.estimate)  # fmt: skip
 
 
-def find_oracle(
-    open_device: OpenDevice,
-    cap_w: float,
-    items: int,
-    *,
-    sizes: Sequence[int] | None = None,
-    rule: CapRule | str | None = "peak",
-    min_periods: int = MIN_PERIODS,
-    window_batches: int = 10,
-) -> OracleResult:
-    """The exact oracle of a job: see the module's docstring. ``open_device()`` gives a fresh device (job's seed)."""
-    search = OracleSearch(
-        open_device, cap_w, items, sizes=sizes, rule=rule, min_periods=min_periods, window_batches=window_batches
-    )
-    return search.best()
+def find_oracle(open_device: OpenDevice, cap_w: float, items: int, **options: Any) -> OracleResult:
+    """The exact oracle of a job: see the module's docstring. ``open_device()`` gives a fresh device (job's seed);
+    ``options`` are :class:`OracleSearch`'s keywords (``sizes``, ``rule``, ``min_periods``, ``window_batches``)."""
+    return OracleSearch(open_device, cap_w, items, **options).best()

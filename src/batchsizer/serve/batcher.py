@@ -236,7 +236,29 @@ class Batcher:
         return len(self.queue)
 
 
-class _SourceBase:
+class PowerSizedSource:
+    """A batch stream's ``batch_size`` as ControlLoop sets it: the batcher's power size; and ``close``.
+    :meth:`size_set` runs after each new size (nothing here; a stream that must pass it on overrides it)."""
+
+    batcher: Batcher
+
+    @property
+    def batch_size(self) -> int:
+        return self.batcher.power_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.batcher.power_size = value
+        self.size_set()
+
+    def size_set(self) -> None:
+        """Called after the controller set a new batch size."""
+
+    def close(self) -> None:  # called by ControlLoop when the run ends
+        pass
+
+
+class _SourceBase(PowerSizedSource):
     """What ControlLoop needs of a batch stream: ``batch_size`` (the controller's size), ``prepare``,
     iteration, ``close``."""
 
@@ -249,22 +271,11 @@ class _SourceBase:
             self.prepare = lambda items: prepare([r.payload for r in items])
         self._index = 0
 
-    @property
-    def batch_size(self) -> int:
-        return self.batcher.power_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self.batcher.power_size = value
-
     def _batch(self, items: list[Request]) -> Batch[Request]:
         first = self._index
         self._index += len(items)
         prepared = self.prepare(items) if self.prepare is not None else None
         return Batch(first, items, prepared)
-
-    def close(self) -> None:  # called by ControlLoop when the run ends
-        pass
 
 
 class RealtimeSource(_SourceBase):

@@ -26,14 +26,14 @@ from batchsizer.batching import Batch
 from batchsizer.caps import ConstantCap
 from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.policies import DEFAULT_CONTROLLER, make_controller
-from batchsizer.serve.batcher import Batcher, BatcherConfig
+from batchsizer.serve.batcher import Batcher, BatcherConfig, PowerSizedSource
 from batchsizer.serve.engine import ServingController
 from batchsizer.serve.images import simulated_topk
 
 _END = object()
 
 
-class PreformedSource:
+class PreformedSource(PowerSizedSource):
     """Batches that Ray formed, handed to the control loop in order; ``batch_size`` set by the loop
     becomes Ray's ``max_batch_size`` (through ``on_size``)."""
 
@@ -47,13 +47,7 @@ class PreformedSource:
         self._first = itertools.count()
         self._lock = threading.Lock()
 
-    @property
-    def batch_size(self) -> int:
-        return self.batcher.power_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self.batcher.power_size = value
+    def size_set(self) -> None:
         self.on_size(self.batcher.size_cap(self.clock.now()).size)
 
     def put(self, items: list[Any], done: Callable[[list[Any]], None]) -> None:
@@ -73,9 +67,6 @@ class PreformedSource:
             if got is _END:
                 return
             yield got
-
-    def close(self) -> None:
-        pass
 
 
 class _Answer(LoopObserver):

@@ -3,15 +3,14 @@ and scores per item instead of the arg-max alone."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from batchsizer.errors import OutOfMemoryError
-from batchsizer.hw.torch_runner import TorchRunner, is_out_of_memory
+from batchsizer.hw.torch_runner import TorchRunner
 
 
 class TopKRunner(TorchRunner):
-    """A :class:`TorchRunner` whose ``run`` returns ``[(classes, scores), ...]`` (softmax top-k)."""
+    """A :class:`TorchRunner` whose ``run`` returns ``[(classes, scores), ...]`` (softmax top-k): the
+    same timed, out-of-memory-aware run, with its own :meth:`head` and :meth:`rows`."""
 
     k: int = 5
 
@@ -22,30 +21,13 @@ class TopKRunner(TorchRunner):
         new.k = k
         return new
 
-    def run(self, batch: Any) -> tuple[float, float, list[Any]]:
-        torch = self.torch
-        start = time.monotonic()
-        try:
-            with torch.inference_mode():
-                out = self.model(self.to_input(batch))
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
-                elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
-                    out = out.logits
-                probs = torch.softmax(out.float(), dim=1)
-                scores, classes = probs.topk(min(self.k, probs.shape[1]), dim=1)
-                if self.is_cuda:
-                    torch.cuda.synchronize(self.device)
-                end = time.monotonic()
-                rows = list(zip(classes.cpu().tolist(), scores.cpu().tolist()))
-        except RuntimeError as exc:
-            if not is_out_of_memory(torch, exc):
-                raise
-        else:
-            return start, end, rows
-        if self.is_cuda:
-            torch.cuda.empty_cache()
-        raise OutOfMemoryError(len(batch), str(self.device))
+    def head(self, logits: Any) -> Any:
+        probs = self.torch.softmax(logits.float(), dim=1)
+        return probs.topk(min(self.k, probs.shape[1]), dim=1)
+
+    def rows(self, answer: Any) -> list[Any]:
+        scores, classes = answer
+        return list(zip(classes.cpu().tolist(), scores.cpu().tolist()))
 
 
 def stack_images(arrays: list[Any]) -> Any:
