@@ -206,3 +206,17 @@ def test_a_load_change_is_relearned() -> None:
         setting = ctrl.decide(obs(setting, 200.0, heavier, slower, period=i)).setting
     assert ctrl.changes >= 1
     assert heavier(setting.batch_size) <= 200.0 and setting.batch_size < before
+
+
+def test_a_mixed_reading_after_a_period_over_the_cap_proves_nothing() -> None:
+    """Backing off from a setting over the cap, the next period's readings still average it (a 1 s
+    sensor): over the cap, they say nothing of the new setting, which stays a candidate."""
+    ctrl = Adaptive(sizes=(1, 64, 128))
+    s = ctrl.decide(obs(ctrl.initial(), 300.0)).setting  # climbs
+    over = Observation(**{**{f: getattr(obs(Setting(128), 180.0), f) for f in Observation.__slots__}})  # type: ignore[attr-defined]
+    ctrl.decide(over)  # 128 reads over the 180 W cap: back off
+    mixed = obs(Setting(64), 180.0, clean=False)
+    mixed = Observation(**{**{f: getattr(mixed, f) for f in Observation.__slots__}, "peak_w": 200.0})  # type: ignore[attr-defined]
+    ctrl.decide(mixed)
+    assert ctrl.model.stats.get((64, 1.0)) is None or ctrl.model.stats[(64, 1.0)].at_least_w == 0.0
+    assert s is not None

@@ -121,6 +121,8 @@ class _Period:
     watch: bool = False
     #: Decision.min_period_s: the window does not end the period before this long
     min_s: float = 0.0
+    #: the period before this one read over its cap (by the rule)
+    after_over: bool = False
     #: a reading over the cap was seen while watching
     stopped: bool = False
 
@@ -328,8 +330,11 @@ class ControlLoop:
         if not period.watch or every is None or now - period.checked_to < every:
             return
         # not the readings of the period's first sensor update: their window may still cover the
-        # previous setting (the sensor's averaging window and delay)
-        period.stopped = self._reading_over(self.device.meter, max(period.checked_to, period.start + every), now, cap)
+        # previous setting (the sensor's averaging window and delay). After a period over the cap, not
+        # any reading that still averages it (a 1 s sensor, a rolling-mean rule): those show the setting
+        # backed off from, not this one. After one under it, a mixed reading over the cap is this one's.
+        settle = every + (self._sensor_window_s + self.cap_rule.window_s if period.after_over else 0.0)
+        period.stopped = self._reading_over(self.device.meter, max(period.checked_to, period.start + settle), now, cap)
         period.checked_to = now
 
     def _period_ends(self, period: _Period, now: float, cap_changed: bool) -> bool:
@@ -403,6 +408,7 @@ class ControlLoop:
             period.asked_batches = decision.window_batches
             period.watch = decision.stop_on_violation and every is not None
             period.min_s = decision.min_period_s or 0.0
+            period.after_over = obs.valid and over_cap(obs.peak_w, cap)
             summary.periods += 1
         else:  # the job's tail: in the records and views too, with no decision (the setting stays)
             self._emit("on_period", PeriodRecord(obs, pw, Decision(self.setting, "end"), samples))

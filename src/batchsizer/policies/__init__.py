@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from batchsizer.errors import ConfigError
-from batchsizer.policies.adaptive import Adaptive
+from batchsizer.policies.adaptive import Adaptive, all_sizes
 from batchsizer.policies.aimd import Aimd
 from batchsizer.policies.algorithm1 import Algorithm1
 from batchsizer.policies.base import (
@@ -30,9 +30,17 @@ def _given(o: dict[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def _powers_of_two(knobs: DeviceKnobs) -> tuple[int, ...]:
+    """The paper's sizes (powers of two to 256), or the powers of two up to the device's largest size."""
+    if knobs.size_range is None:
+        return DEFAULT_BATCH_SIZES
+    top = knobs.size_range[1]
+    return tuple(2**i for i in range(top.bit_length()) if 2**i <= top)
+
+
 def _batchsizer(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
     return Algorithm1(
-        sizes=o.get("sizes") or DEFAULT_BATCH_SIZES,
+        sizes=o.get("sizes") or knobs.default_sizes(_powers_of_two(knobs)),
         alpha=o.get("alpha", 0.8),
         initial=o.get("initial"),
         clock_mhz=o.get("clock_mhz"),
@@ -51,16 +59,19 @@ def _static(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
 
 
 def _aimd(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
-    sizes = o.get("sizes") or DEFAULT_BATCH_SIZES
+    sizes = o.get("sizes") or knobs.default_sizes(DEFAULT_BATCH_SIZES)
     return Aimd(initial=_given(o, "initial", 1), max_batch_size=max(sizes))
 
 
 def _adaptive(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
-    return Adaptive(sizes=o.get("sizes"), knobs=knobs, initial=o.get("initial"))
+    lo, hi = knobs.size_range or (1, 256)
+    return Adaptive(sizes=o.get("sizes") or all_sizes(hi, lo), knobs=knobs, initial=o.get("initial"))
 
 
 def _batchdvfs(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
-    sizes = o.get("sizes") or BATCHDVFS_SIZES  # not chosen: the released code's 1..255
+    # not chosen: the released code's 1..255 (every whole size), inside the device's range
+    lo, hi = knobs.size_range or (1, 255)
+    sizes = o.get("sizes") or (BATCHDVFS_SIZES if knobs.size_range is None else tuple(range(lo, hi + 1)))
     return BatchDvfs(
         sizes=sizes,
         clock_levels_mhz=knobs.clock_levels_mhz,

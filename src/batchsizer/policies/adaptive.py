@@ -87,6 +87,8 @@ class Adaptive(Controller):
         self._settling = 0
         self._coverage = 1.0
         self._max_size = self.sizes[-1]
+        #: the last period read over its cap (a mixed reading after it proves nothing of the next setting)
+        self._last_over = False
         self.changes = 0
 
     def _set_knobs(self, knobs: DeviceKnobs) -> None:
@@ -161,7 +163,7 @@ class Adaptive(Controller):
                 return
             elif z is not None:
                 self._suspect = 0
-        elif obs.peak_w > cap_during:
+        elif obs.peak_w > cap_during and not self._last_over:
             # mixed with the setting before, which was under the cap: this one is over it
             self.model.add_lower_bound(b, k, obs.peak_w)
         self.model.add(b, k, clean, batch_s, obs.mean_w)
@@ -184,6 +186,8 @@ class Adaptive(Controller):
             # the device ran a smaller batch than asked (the loop found larger ones do not fit in memory)
             self._max_size = min(self._max_size, obs.setting.batch_size)
         self._learn(obs)
+        cap_during = obs.period_cap_w if math.isfinite(obs.period_cap_w) else obs.cap_w
+        self._last_over = obs.peak_w > cap_during
         here = self.model.stats.get((obs.setting.batch_size, self._level_of(obs.setting)))
         unread = here is None or (not here.measured and here.at_least_w <= 0)
         if unread and obs.peak_w <= obs.cap_w and self._settling < MAX_SETTLING:

@@ -83,6 +83,18 @@ class DeviceKnobs:
     #: board power limits (W, ascending) a controller may set, where the device offers that knob
     power_limits_w: tuple[float, ...] = ()
     default_power_limit_w: float | None = None
+    #: the (smallest, largest) batch size the device can run as measured, where it has such a range
+    #: (a measured table); None: any. Controllers choose their default sizes inside it.
+    size_range: tuple[int, int] | None = None
+
+    def default_sizes(self, sizes: Sequence[int]) -> tuple[int, ...]:
+        """A controller's default size list kept inside the device's range: its sizes that fall in it,
+        and the range's ends (so a coarse list still reaches both)."""
+        if self.size_range is None:
+            return tuple(sizes)
+        lo, hi = self.size_range
+        inside = {s for s in sizes if lo <= s <= hi} | {lo, hi}
+        return tuple(sorted(inside))
 
     @property
     def has_clocks(self) -> bool:

@@ -273,10 +273,13 @@ class TableDevice(SimDevice):
         limits = tuple(plant.limits) if len(plant.limits) > 1 else ()
         if read_only and (levels or limits):
             what = " and ".join(w for w, on in (("clocks", levels), ("power limits", limits)) if on)
-            self.knobs = DeviceKnobs(clocks_withheld=f"{name}'s {what} are not offered: opened read-only")
+            self.knobs = DeviceKnobs(
+                clocks_withheld=f"{name}'s {what} are not offered: opened read-only", size_range=plant.size_range
+            )
         else:
             self.knobs = DeviceKnobs(levels, levels[-1] if levels else None, power_limits_w=limits,
-                                     default_power_limit_w=limits[-1] if limits else None)
+                                     default_power_limit_w=limits[-1] if limits else None,
+                                     size_range=plant.size_range)  # fmt: skip
 
     @property
     def size_range(self) -> tuple[int, int]:
