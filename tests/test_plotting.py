@@ -123,3 +123,21 @@ def test_the_tail_of_a_job_is_in_its_records_and_plots(tmp_path: Path) -> None:
     tr = load_trace(rec)
     assert max(tr.cap_t) == pytest.approx(duration) and max(tr.power_t) > duration - 0.1
     assert invoke("plot", str(rec), "--out", str(tmp_path / "figs"), "--dpi", "40").exit_code == 0
+
+
+def test_a_job_under_a_rolling_mean_rule_draws_what_the_rule_judges(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from batchsizer.cli import cli
+    from batchsizer.plotting import _power, load_trace
+
+    rec = tmp_path / "j.jsonl"
+    r = CliRunner().invoke(cli, ["run", "-q", "--items", "800", "--cap-rule", "avg:1", "--records", str(rec)])
+    assert r.exit_code == 0, r.output
+    tr = load_trace(rec)
+    assert tr.cap_rule == "avg:1"
+    fig, ax = plt.subplots()
+    _power(ax, tr)
+    labels = [line.get_label() for line in ax.get_lines()]
+    plt.close(fig)
+    assert any("rolling mean (avg:1)" in lab for lab in labels)

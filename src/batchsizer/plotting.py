@@ -7,6 +7,7 @@ batch sizes from ``batch`` records. Uses matplotlib's Agg backend, so no display
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,8 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from batchsizer.errors import ConfigError  # noqa: E402
+from batchsizer.cap_rule import CapRule, judged
+from batchsizer.errors import ConfigError
 from batchsizer.records import iter_numbered_records  # noqa: E402
+from batchsizer.telemetry import PowerSample  # noqa: E402
 
 #: more sensor readings than this in a figure are drawn as a min-max band per column of pixels
 MAX_POWER_POINTS = 4000
@@ -54,6 +57,8 @@ class JobTrace:
     throughput_y: list[float] = field(default_factory=list)
     #: where a resumed run begins on the time axis
     resumes: list[float] = field(default_factory=list)
+    #: the cap rule the job ran under ("peak" or "avg:SECONDS"); under avg the figure adds the rolling mean
+    cap_rule: str = "peak"
 
 
 class _Bad(Exception):
@@ -92,7 +97,7 @@ def _read_runs(p: Path) -> list[dict[str, list[dict[str, Any]]]]:
             continue
         clean: dict[str, Any] = {}
         if kind == "job":
-            clean = {k: rec.get(k) for k in ("device", "controller")}
+            clean = {k: rec.get(k) for k in ("device", "controller", "cap_rule")}
         for key, optional in FIELDS[kind]:
             try:
                 clean[key] = _number(rec, key, optional=optional)
@@ -124,6 +129,10 @@ def load_trace(path: str | os.PathLike[str]) -> JobTrace:
     ctrl = first_job["controller"].get("name", "?") if isinstance(first_job.get("controller"), dict) else "?"
     runs = [r for r in runs if r.get("period") or r.get("batch") or r.get("power")]
     tr = JobTrace(f"{p.name}: {device}, controller {ctrl}", [], [], [], [], [], [], [], [], [])
+    rule = first_job.get("cap_rule")
+    if isinstance(rule, str):
+        with contextlib.suppress(ConfigError):  # a rule this version does not know: the readings alone
+            tr.cap_rule = str(CapRule.parse(rule))
     if len(runs) > 1:
         tr.title += f" ({len(runs)} runs: stopped and resumed)"
     offset = 0.0
@@ -210,9 +219,16 @@ def _power(ax: Axes, tr: JobTrace) -> None:
             ax.step(x, mean, where="post", color="navy", lw=0.8, label="mean per column" if k == 0 else None)
     elif n:
         ax.step(tr.power_t, tr.power_w, where="post", lw=0.8, color="tab:blue", label="sensor power")
+    rule = CapRule.parse(tr.cap_rule)
+    if not rule.is_peak and n:  # what the rule judges: the rolling mean of the readings
+        for k, (t, w) in enumerate(_segments(tr.power_t, tr.power_w)):
+            mean = judged([PowerSample(float(a), float(b)) for a, b in zip(t, w)], float(t[-1]), rule)
+            ax.step([m.t for m in mean], [m.watts for m in mean], where="post", color="tab:green", lw=1.2,
+                    label=f"rolling mean ({rule}), what the cap rule judges" if k == 0 else None)  # fmt: skip
     pts = [(t, w) for t, w in zip(tr.period_t, tr.period_peak_w) if w is not None]
     if pts:
-        ax.plot(*zip(*pts), "o", ms=3, color="tab:orange", label="window peak")
+        label = "window peak" if rule.is_peak else f"window peak by {rule}"
+        ax.plot(*zip(*pts), "o", ms=3, color="tab:orange", label=label)
     capped = [(t, w if w is not None and math.isfinite(w) else NAN) for t, w in zip(tr.cap_t, tr.cap_w)]
     if any(w == w for _, w in capped):
         ax.step(*zip(*capped), where="post", color="tab:red", lw=1.8, label="cap")
