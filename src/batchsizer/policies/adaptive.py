@@ -103,6 +103,7 @@ class Adaptive(Controller):
         # highest level first, so that among equally fast settings the default clock or limit wins
         grid_b, grid_k = np.meshgrid(np.asarray(self.sizes, float), np.asarray(self.levels[::-1], float))
         self._grid_b, self._grid_k = grid_b.ravel(), grid_k.ravel()
+        self._index = {(int(b), float(k)): i for i, (b, k) in enumerate(zip(self._grid_b, self._grid_k))}
 
     def drop_clocks(self) -> None:
         """The device refused a clock: go on with the batch size alone, learning afresh."""
@@ -209,11 +210,18 @@ class Adaptive(Controller):
         bound = np.where(too_big, np.inf, bound)
         power = np.where(too_big, np.inf, power)
         speed = self._grid_b / time
-        measured = np.array([(int(b), float(k)) in m.stats and m.stats[(int(b), float(k))].measured
-                             for b, k in zip(self._grid_b, self._grid_k)])  # fmt: skip
-        believed = m.peaks()
-        own = np.array([believed.get((int(b), float(k)), np.nan) for b, k in zip(self._grid_b, self._grid_k)])
-        margins = np.array([m.margin_w(int(b), float(k)) for b, k in zip(self._grid_b, self._grid_k)])
+        # what is known per setting, filled from the (few) settings measured, not by a pass over the grid
+        measured = np.zeros(self._grid_b.shape, bool)
+        own = np.full(self._grid_b.shape, np.nan)
+        raw = np.full(self._grid_b.shape, np.nan)
+        margins = np.full(self._grid_b.shape, np.inf)
+        batch_s = np.full(self._grid_b.shape, np.nan)
+        for key, value in m.peaks().items():
+            i = self._index.get(key)
+            if i is None:
+                continue
+            st = m.stats[key]
+            measured[i], own[i], raw[i], margins[i], batch_s[i] = st.measured, value, st.peak_w, m.margin_w(*key), st.batch_s
         margin = Z_SIGMAS * m.noise_w
         known_ok = measured & (own + margins <= cap_w)
         if not known_ok.any():
@@ -225,8 +233,6 @@ class Adaptive(Controller):
             # (the smallest size at the lowest level unless readings say power falls with size)
             # by the raw readings: already over the cap, the setting that read lowest is the best bet,
             # and running it again confirms (or not) a reading below what smaller sizes drew
-            raw = np.array([m.stats[key].peak_w if (key := (int(b), float(k))) in m.stats else np.nan
-                            for b, k in zip(self._grid_b, self._grid_k)])  # fmt: skip
             est = np.where(np.isfinite(raw), raw, power)
             est = np.where(np.isfinite(est), est, 0.0) + 1e-9 * self._grid_b + 1e-12 * self._grid_k
             i = int(np.argmin(est))
@@ -241,8 +247,7 @@ class Adaptive(Controller):
                 if nxt.any() and not rising_known:
                     return self._at(int(np.argmin(np.where(nxt, self._grid_b, np.inf)))) + ("probe-falling", True)
             return self._at(i) + ("lowest-power", not measured[i])
-        measured_speed = np.array([(b / m.stats[(int(b), float(k))].batch_s) if ok else -np.inf
-                                   for b, k, ok in zip(self._grid_b, self._grid_k, known_ok)])  # fmt: skip
+        measured_speed = np.where(known_ok, self._grid_b / np.where(known_ok, batch_s, 1.0), -np.inf)
         inc = int(np.argmax(measured_speed))
         best = measured_speed[inc]
         want = (1 + self.gain_eps) * best
