@@ -245,11 +245,7 @@ class Adaptive(Controller):
                 rising_known = learned is not None and learned[0] > 0
                 nxt = level & ~measured & ~(own > cap_w) & (self._grid_b > self._grid_b[i])
                 if nxt.any() and not rising_known:
-                    # bisect upward in log size, as Algorithm 1 does (one size at a time would take
-                    # as many periods as there are sizes, all over the cap)
-                    mid = math.sqrt(self._grid_b[i] * self._grid_b[nxt].max())
-                    j = int(np.argmin(np.where(nxt, np.abs(np.log(self._grid_b) - math.log(mid)), np.inf)))
-                    return self._at(j) + ("probe-falling", True)
+                    return self._at(int(np.argmin(np.where(nxt, self._grid_b, np.inf)))) + ("probe-falling", True)
             return self._at(i) + ("lowest-power", not measured[i])
         measured_speed = np.where(known_ok, self._grid_b / np.where(known_ok, batch_s, 1.0), -np.inf)
         inc = int(np.argmax(measured_speed))
