@@ -71,6 +71,23 @@ KNOB_PRIORS: dict[str, KnobPrior] = {
 
 
 @dataclass
+class RelativeSpread:
+    """The root mean square of relative deviations of repeated readings from a setting's average."""
+
+    sum2: float = 0.0
+    n: int = 0
+
+    def add(self, value: float, reference: float) -> None:
+        rel = value / reference - 1
+        self.sum2 += rel * rel
+        self.n += 1
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.sum2 / self.n) if self.n else 0.0
+
+
+@dataclass
 class SettingStats:
     """The readings of one (size, level)."""
 
@@ -114,15 +131,9 @@ class SafeModel:
         self.noise_w = 0.0
         #: the rises seen after a setting had 1, 2, ... RISE_BUCKETS (or more) periods of readings
         self._rises: list[list[float]] = [[] for _ in range(RISE_BUCKETS)]
-        self._dev_n = 0
-        #: relative standard deviation of the time per batch
-        self.time_noise = 0.0
-        self._tdev2 = 0.0
-        self._tdev_n = 0
-        #: relative standard deviation of a period's mean power at one setting
-        self.mean_noise = 0.0
-        self._mdev2 = 0.0
-        self._mdev_n = 0
+        #: relative spreads of the time per batch and of a period's mean power at one setting
+        self._time_spread = RelativeSpread()
+        self._mean_spread = RelativeSpread()
         #: the lowest mean power seen: an estimate of the idle floor, for the knob's point prediction
         self.floor_w = math.inf
 
@@ -147,24 +158,27 @@ class SafeModel:
                 bucket = self._rises[min(len(st.peaks), RISE_BUCKETS) - 1]
                 bucket.append(max(peak_w - believed, 0.0))
                 del bucket[:-RISES_KEPT]
-                self._dev_n += 1
                 self.noise_w = self.noise_after(RISE_BUCKETS)
             st.peaks.append(peak_w)
         if math.isfinite(batch_s) and batch_s > 0:
             if st.times:
-                rel = batch_s / st.batch_s - 1
-                self._tdev2 += rel * rel
-                self._tdev_n += 1
-                self.time_noise = math.sqrt(self._tdev2 / self._tdev_n)
+                self._time_spread.add(batch_s, st.batch_s)
             st.times.append(batch_s)
         if math.isfinite(mean_w) and mean_w > 0:
             if st.means:
-                rel = mean_w / st.mean_w - 1
-                self._mdev2 += rel * rel
-                self._mdev_n += 1
-                self.mean_noise = math.sqrt(self._mdev2 / self._mdev_n)
+                self._mean_spread.add(mean_w, st.mean_w)
             st.means.append(mean_w)
             self.floor_w = min(self.floor_w, mean_w)
+
+    @property
+    def time_noise(self) -> float:
+        """Relative standard deviation of the time per batch at one setting."""
+        return self._time_spread.sd
+
+    @property
+    def mean_noise(self) -> float:
+        """Relative standard deviation of a period's mean power at one setting."""
+        return self._mean_spread.sd
 
     def noise_after(self, periods: int) -> float:
         """How far (W) the next reading of a setting measured for ``periods`` periods may rise above
@@ -197,7 +211,7 @@ class SafeModel:
         setting, the larger one with its sign (None when too little is known). Both average the whole
         period, so a sparse sensor missing a spike does not look like a change of load."""
         st = self.stats.get((size, level))
-        if st is None or not st.means or not st.times or self._mdev_n < 3:
+        if st is None or not st.means or not st.times or self._mean_spread.n < 3:
             return None
         zm = (mean_w / st.mean_w - 1) / max(self.mean_noise, 0.005)
         zt = (batch_s / st.batch_s - 1) / max(self.time_noise, 0.005)
