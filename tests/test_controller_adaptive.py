@@ -162,16 +162,22 @@ def test_the_saturation_gate_stops_probes_that_promise_less_than_gain_eps() -> N
     assert all(b / saturating(b) < 1.01 * settled / saturating(settled) for b in crumbs)
 
 
-def test_a_batch_the_device_capped_is_not_asked_for_again() -> None:
-    """The loop ran 20 where 256 was asked (larger batches did not fit in memory): no more asking for them."""
+def test_a_memory_limit_bounds_the_sizes_asked_but_a_smaller_batch_alone_does_not() -> None:
+    """The loop found batches over 20 do not fit in memory: no more asking for them. A batch smaller
+    than asked for another reason (a request queue with less waiting) is no such limit."""
     ctrl = Adaptive()
     s = ctrl.initial()
     asked = []
     for i in range(40):
-        ran = Setting(min(s.batch_size, 20), s.clock_mhz)
-        s = ctrl.decide(obs(ran, 1000.0, period=i)).setting
+        o = obs(Setting(min(s.batch_size, 20), s.clock_mhz), 1000.0, period=i)
+        s = ctrl.decide(Observation(**{**{f: getattr(o, f) for f in Observation.__slots__}, "size_limit": 20})).setting  # type: ignore[attr-defined]
         asked.append(s.batch_size)
     assert all(b <= 20 for b in asked[-30:])
+    free = Adaptive()
+    s = free.initial()
+    for i in range(40):
+        s = free.decide(obs(Setting(min(s.batch_size, 20), s.clock_mhz), 1000.0, period=i)).setting
+    assert s.batch_size > 20
 
 
 def test_lower_clock_explored_when_a_tight_cap_makes_it_pay() -> None:

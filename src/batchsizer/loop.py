@@ -395,6 +395,7 @@ class ControlLoop:
             clean_peak_w=_settled_peak(series, clean_after, now) if pw.valid else math.nan,
             sensor_window_s=self._sensor_window_s,
             cap_rule_window_s=rule.window_s,
+            size_limit=self.size_limit,
         )
         if decide:
             decision = self.guard.decide(self.controller, obs, reading, as_run=self._as_run)

@@ -183,9 +183,8 @@ class Adaptive(Controller):
             self._coverage = obs.sensor_window_s / self._update_s
         else:
             self._coverage = 1.0
-        if obs.setting.batch_size < self.size and self._level_of(obs.setting) == self.level:
-            # the device ran a smaller batch than asked (the loop found larger ones do not fit in memory)
-            self._max_size = min(self._max_size, obs.setting.batch_size)
+        if obs.size_limit is not None:  # larger batches did not fit in the device's memory
+            self._max_size = min(self._max_size, obs.size_limit)
         self._learn(obs)
         cap_during = obs.period_cap_w if math.isfinite(obs.period_cap_w) else obs.cap_w
         self._last_over = obs.peak_w > cap_during

@@ -56,6 +56,8 @@ class Observation:
     sensor_window_s: float = 0.0
     #: the cap rule's averaging window (s); 0 under the peak rule
     cap_rule_window_s: float = 0.0
+    #: the largest batch the device's memory has been found to hold (a larger one ran in halves); None: no limit seen
+    size_limit: int | None = None
 
     @property
     def duration_s(self) -> float:
