@@ -390,7 +390,6 @@ class ControlLoop:
             samples=pw.samples,
             update_period_s=self._update_period_s,
             stopped_on_violation=period.stopped,
-            settled_peak_w=math.nan if every is None else _settled_peak(samples, period.start + every, now),
             period_cap_w=cap,
             clean_peak_w=_settled_peak(series, clean_after, now) if pw.valid else math.nan,
             sensor_window_s=self._sensor_window_s,

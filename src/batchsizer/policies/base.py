@@ -43,9 +43,6 @@ class Observation:
     update_period_s: float | None = None
     #: the loop ended this period early on a reading over the cap (the controller asked for it)
     stopped_on_violation: bool = False
-    #: the peak of the readings published after the period's first sensor update (those may still
-    #: average the previous setting's power); NaN when there is none or the update period is unknown
-    settled_peak_w: float = math.nan
     #: the cap in force during the period (``cap_w`` is the one for the next period); NaN if not told
     period_cap_w: float = math.nan
     #: the highest value, by the cap rule, of the readings that average only this period's setting
