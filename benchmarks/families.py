@@ -3,16 +3,19 @@ test kept apart.
 
 Families (each its own table): ``paper`` (Table 2's jobs on the simulated GPUs), ``random-caps``
 (random model, input and cap over each card's range, tight caps included), ``zeus`` (every workload
-of the measured V100 and A40 tables at 40/60/80% of each power range, played as table devices; skipped
-when ../shared/data is absent), ``synthetic`` (scripted plants: hump, dip, flat and falling power),
-``sensors`` (the P40 jobs seen by a 100 ms / 25 ms sensor and by a 1 s average), ``new-gpus`` (GPU
-specs drawn by a seeded generator around the four families).
+of the measured V100 and A40 tables at caps drawn over each workload's power range, played as table
+devices, each job about TABLE_JOB_S long; skipped when ../shared/data is absent), ``synthetic``
+(scripted plants with drawn parameters: hump, dip, flat and falling power), ``sensors`` (P40 jobs seen
+by a 100 ms / 25 ms sensor and by a 1 s average), ``new-gpus`` (GPU specs drawn by a seeded generator
+around the four families).
 
-Which is which: ``adaptive`` was designed and tuned on the ``paper`` family at seed 0 on the P40 and
-A100 (``--split tune``). The report (``--split test``, the default) uses seed 1 and the other
-families, drawn with ``--draw-seed`` after the design was frozen.
+Which is which: every family has a tune split (``--split tune``: its own fixed draw, device seed 0;
+the paper's jobs on the P40 and A100 only, the V100 Zeus table only, other P40 jobs for the sensors)
+and a test split (the default: drawn from ``--draw-seed`` at device ``--seed``, with the V100 and
+H100 paper jobs and the A40 table never tuned on). Design on the tune split; draw a new test split
+after the design is frozen (docs/controllers.md says which draws were reported).
 
-    .venv/bin/python benchmarks/families.py [--split test|tune] [--families paper,random-caps,...]
+    .venv/bin/python benchmarks/families.py [--split test|tune] [--draw-seed N] [--seed N] [--families paper,...]
         [--controllers adaptive,batchsizer,...] [--per-family N] [--items N] [--rule peak|avg:1]
         [--json benchmarks/families.json]
 
@@ -79,29 +82,60 @@ def open_case(case: Case) -> Device:
 
         return make_table_device(s["name"], seed=s["seed"])
     if kind == "scripted":
-        return ScriptedDevice(SYNTHETIC[s["shape"]][1], SYNTHETIC[s["shape"]][0], idle_w=50.0, prep_s=0.004)
+        power, time = synthetic_plant(s["shape"], s["params"])
+        return ScriptedDevice(time, power, idle_w=50.0, prep_s=0.004)
     raise ValueError(kind)
 
 
-def _time(b: int, c: int | None) -> float:
-    return 0.004 + 0.0009 * b
+def synthetic_plant(shape: str, q: dict[str, float]) -> tuple[Callable[[int, int | None], float], Callable[[int, int | None], float]]:
+    """(power of batch size, time of batch size) of a synthetic shape with parameters ``q``."""
+
+    def time(b: int, c: int | None) -> float:
+        return q["t0"] + q["per_item"] * b
+
+    def bump(b: int) -> float:
+        return math.exp(-((math.log2(b) - q["centre"]) ** 2) / q["width"])
+
+    shapes: dict[str, Callable[[int, int | None], float]] = {
+        "hump": lambda b, c: q["base"] + q["height"] * bump(b) + q["slope"] * b,
+        "dip": lambda b, c: q["base"] - q["height"] * bump(b) + q["slope"] * b,
+        "flat": lambda b, c: q["base"] + 0.01 * b,
+        "falling": lambda b, c: q["base"] - q["height"] * math.log2(b),
+    }
+    return shapes[shape], time
 
 
-#: synthetic plants: (power of batch size, time of batch size)
-SYNTHETIC: dict[str, tuple[Callable[[int, int | None], float], Callable[[int, int | None], float]]] = {
-    "hump": (lambda b, c: 80 + 140 * math.exp(-((math.log2(b) - 4) ** 2) / 4) + 0.2 * b, _time),
-    "dip": (lambda b, c: 200 - 90 * math.exp(-((math.log2(b) - 5) ** 2) / 3) + 0.1 * b, _time),
-    "flat": (lambda b, c: 150 + 0.01 * b, _time),
-    "falling": (lambda b, c: 260 - 18 * math.log2(b), _time),
+#: the shapes of the synthetic family and the ranges their parameters are drawn from
+SYNTHETIC_SHAPES: dict[str, dict[str, tuple[float, float]]] = {
+    "hump": {"base": (60, 100), "height": (80, 160), "centre": (2, 6), "width": (2, 6), "slope": (0, 0.3)},
+    "dip": {"base": (180, 230), "height": (60, 110), "centre": (3, 6), "width": (2, 5), "slope": (0, 0.2)},
+    "flat": {"base": (100, 200)},
+    "falling": {"base": (230, 280), "height": (10, 22)},
 }
 
+#: a measured table's job lasts about this long at its fastest row (the paper's jobs last about as long)
+TABLE_JOB_S = 50.0
 
-def cases(family: str, split: str, draw_seed: int, per_family: int, items: int) -> list[Case]:
-    seed = 0 if split == "tune" else 1
-    rng = random.Random(f"{family}:{draw_seed}")
+
+def _table_items(name: str, items: int) -> int:
+    """Items for a table job: at least ``items``, and enough for TABLE_JOB_S at the table's fastest row
+    (10,000 items of a table that runs 5,000 items/s is a two-second job: too short to control)."""
+    from batchsizer.sim.table_plant import make_table_plant
+
+    rows = make_table_plant(name).table.rows
+    fastest = max(r.batch / r.batch_s for r in rows if r.batch_s > 0)
+    return max(items, round(TABLE_JOB_S * fastest))
+
+
+def cases(family: str, split: str, draw_seed: int, per_family: int, items: int, seed: int = 1) -> list[Case]:
+    """The jobs of one family. The tune split draws from its own fixed stream at device seed 0; the test
+    split from ``draw_seed`` at device seed ``seed``, drawn after the design was frozen."""
+    tune = split == "tune"
+    seed = 0 if tune else seed
+    rng = random.Random(f"{family}:tune" if tune else f"{family}:{draw_seed}")
     out: list[Case] = []
     if family == "paper":
-        gpus = ("p40", "a100") if split == "tune" else ("p40", "v100", "a100", "h100")
+        gpus = ("p40", "a100") if tune else ("p40", "v100", "a100", "h100")
         for gpu in gpus:
             for j in jobs_for(gpu):
                 spec = {"kind": "sim", "gpu": gpu, "model": j.model, "dataset": j.dataset, "seed": seed}
@@ -114,11 +148,13 @@ def cases(family: str, split: str, draw_seed: int, per_family: int, items: int) 
                 cap = round(rng.uniform(g.idle_w + 10, g.board_limit_w), 1)
                 out.append(Case(family, f"{gpu}/{m}@{d}", cap, items, {"kind": "sim", "gpu": gpu, "model": m, "dataset": d, "seed": seed}))
     elif family == "zeus":
+        # tune: the V100 table at two caps per workload; test: the V100 and the A40 (never tuned on),
+        # three caps per workload, each drawn between 30% and 90% of the workload's power range
         try:
             from batchsizer.sim.table_plant import load_rows
         except ImportError:
             return []
-        for gpu in ("v100", "a40"):
+        for gpu in ("v100",) if tune else ("v100", "a40"):
             try:
                 rows = load_rows(gpu)
             except (OSError, BatchSizerError):
@@ -128,18 +164,29 @@ def cases(family: str, split: str, draw_seed: int, per_family: int, items: int) 
             for net, ds, opt in combos:
                 watts = [float(r["average_power"]) for r in rows if (r["network"], r["dataset"], r["optimizer"]) == (net, ds, opt)]
                 lo, hi = min(watts), max(watts)
-                for share in (0.4, 0.6, 0.8):
+                name = f"zeus-{gpu}:{net}@{ds}+{opt}"
+                n = _table_items(name, items)
+                for _ in range(2 if tune else 3):
+                    share = rng.uniform(0.3, 0.9)
                     cap = round(lo + share * (hi - lo), 1)
-                    name = f"zeus-{gpu}:{net}@{ds}+{opt}"
-                    out.append(Case(family, f"{name} {int(share * 100)}%", cap, items, {"kind": "zeus", "name": name, "seed": seed}))
+                    out.append(Case(family, f"{name} {share:.0%}", cap, n, {"kind": "zeus", "name": name, "seed": seed}))
     elif family == "synthetic":
-        for shape in SYNTHETIC:
-            for cap in (120.0, 160.0, 200.0):
-                out.append(Case(family, f"{shape}@{cap:g}", cap, items, {"kind": "scripted", "shape": shape}))
+        # every shape with its parameters drawn, and caps drawn over the shape's range of power
+        for shape, ranges in SYNTHETIC_SHAPES.items():
+            for _ in range(2 if tune else 3):
+                params = {k: rng.uniform(lo, hi) for k, (lo, hi) in ranges.items()}
+                params.update(t0=rng.uniform(0.002, 0.008), per_item=rng.uniform(0.0005, 0.0015))
+                power = synthetic_plant(shape, params)[0]
+                watts = [power(b, None) for b in range(1, 257)]
+                cap = round(rng.uniform(min(watts) + 5, max(watts)), 1)
+                spec = {"kind": "scripted", "shape": shape, "params": params}
+                out.append(Case(family, f"{shape}@{cap:g}", cap, items, spec))
     elif family == "sensors":
         sparse = override_sensor(get_gpu("p40").sensor, update_ms=100, window_ms=25)
+        jobs = jobs_for("p40")
+        picked = jobs[-per_family:] if tune else jobs[:per_family]
         for label, sensor in (("100ms/25ms", sparse), ("1s-average", HOPPER_AVERAGE)):
-            for j in jobs_for("p40")[:per_family]:
+            for j in picked:
                 spec = {"kind": "sim", "gpu": "p40", "model": j.model, "dataset": j.dataset, "seed": seed, "sensor": sensor}
                 out.append(Case(family, f"{label}/job{j.id}", j.cap_w, items, spec))
     elif family == "new-gpus":
@@ -230,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-family", type=int, default=6)
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--rule", default="peak")
-    ap.add_argument("--draw-seed", type=int, default=2026)
+    ap.add_argument("--draw-seed", type=int, default=2027)
+    ap.add_argument("--seed", type=int, default=2, help="device seed of the test split (the tune split uses 0)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
@@ -241,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: families: unknown {bad}; choose from {', '.join(FAMILIES)}", file=sys.stderr)
         return 2
     controllers = tuple(c for c in a.controllers.split(",") if c)
-    todo = [c for f in fams for c in cases(f, a.split, a.draw_seed, a.per_family, a.items)]
+    todo = [c for f in fams for c in cases(f, a.split, a.draw_seed, a.per_family, a.items, a.seed)]
     with ProcessPoolExecutor(a.workers) as ex:
         rows = [r for rs in ex.map(run_case, [(c, controllers, a.rule) for c in todo]) for r in rs]
     summary = table(rows)

@@ -236,15 +236,9 @@ class Adaptive(Controller):
             est = np.where(np.isfinite(est), est, 0.0) + 1e-9 * self._grid_b + 1e-12 * self._grid_k
             i = int(np.argmin(est))
             if measured[i] and raw[i] > cap_w:
-                # over the cap at the lowest setting known: a probe cannot make it worse; where no rising
-                # power has been measured at that level, the next size up may draw less (power that
-                # falls with the batch size)
-                level = np.isclose(self._grid_k, self._grid_k[i])
-                learned = self.model.own_exponents(float(self._grid_k[i]))
-                rising_known = learned is not None and learned[0] > 0
-                nxt = level & ~measured & ~(own > cap_w) & (self._grid_b > self._grid_b[i])
-                if nxt.any() and not rising_known:
-                    return self._at(int(np.argmin(np.where(nxt, self._grid_b, np.inf)))) + ("probe-falling", True)
+                j = self._seek_lowest(i, measured, own, raw, speed, cap_w, margin)
+                if j is not None:
+                    return self._at(j) + ("probe-falling", True)
             return self._at(i) + ("lowest-power", not measured[i])
         measured_speed = np.where(known_ok, self._grid_b / np.where(known_ok, batch_s, 1.0), -np.inf)
         inc = int(np.argmax(measured_speed))
@@ -287,6 +281,43 @@ class Adaptive(Controller):
             if coarse and not measured[j] and not own[j] > cap_w and bound[j] > cap_w and speed[j] > want:
                 return self._at(j) + ("explore-coarse", True)
         return self._at(inc) + ("hold" if self._at(inc) == (self.size, self.level) else "incumbent", False)
+
+    def _seek_lowest(
+        self, i: int, measured: np.ndarray, own: np.ndarray, raw: np.ndarray, speed: np.ndarray, cap_w: float,
+        margin: float,
+    ) -> int | None:
+        """Over the cap at ``i``, the setting that read lowest: the size to probe next for a lower one at
+        its level (a probe cannot make it worse), or None where none is left to try. Above the largest
+        size read, only where no rise of power with size was measured: the fall seen so far carried on
+        by its raw readings (an optimistic guess costs nothing here), the fastest size where it meets the
+        cap, else the next size up. Between sizes read on either side of ``i``, the middle (in log size)
+        of the wider gap: a search for the bottom of a dip."""
+        level = np.isclose(self._grid_k, self._grid_k[i])
+        read = level & np.isfinite(raw)
+        free = level & ~measured & ~(own > cap_w)
+        b_i = self._grid_b[i]
+        below, above = read & (self._grid_b < b_i), read & (self._grid_b > b_i)
+        lower = float(self._grid_b[below].max()) if below.any() else None
+        upper = float(self._grid_b[above].min()) if above.any() else None
+        if upper is None:
+            learned = self.model.own_exponents(float(self._grid_k[i]))
+            nxt = free & (self._grid_b > b_i)
+            if nxt.any() and (learned is None or learned.up <= 0):
+                j = int(np.argmin(np.where(nxt, self._grid_b, np.inf)))
+                if lower is not None:
+                    slope = math.log(raw[i] / raw[self._index[(int(lower), float(self._grid_k[i]))]]) / math.log(b_i / lower)
+                    fit = nxt & (raw[i] * (self._grid_b / b_i) ** slope + margin <= cap_w)
+                    j = int(np.argmax(np.where(fit, speed, -np.inf))) if fit.any() else j
+                return j
+        gaps = []
+        for lo, hi in ((lower, b_i), (b_i, upper)):
+            inside = free & (self._grid_b > (lo or 0)) & (self._grid_b < (hi or 0)) if lo and hi else None
+            if inside is not None and inside.any():
+                gaps.append((math.log(hi / lo), math.sqrt(lo * hi), inside))
+        if not gaps:
+            return None
+        _, middle, inside = max(gaps, key=lambda g: g[0])
+        return int(np.argmin(np.where(inside, np.abs(np.log(self._grid_b / middle)), np.inf)))
 
     def _predictions(self) -> tuple[np.ndarray, np.ndarray]:
         """Point predictions of power and time at every candidate (unmeasured levels carried over)."""

@@ -47,17 +47,42 @@ SLOPE_MIN_RATIO = 1.25
 
 
 @dataclass(frozen=True, slots=True)
+class SizeGrowth:
+    """How steeply power may change with batch size at one level, in log-log.
+
+    Up from a measured size by ``d = log(b'/b)``, log power rises by at most ``up * d`` while ``d`` is
+    within ``reach`` (as far again as the sizes the slope was learned from span), and beyond that at
+    the steeper of ``up`` and the prior: a shape learned over a few sizes says nothing of sizes far
+    above them (where idle power dominates small sizes, power that looks flat there climbs steeply
+    later: an S-shaped curve). Down, by at most ``down * |d|``."""
+
+    up: float
+    down: float
+    reach: float = math.inf
+
+    def rise(self, d: np.ndarray) -> np.ndarray:
+        """The most log power rises from a measured size to one ``d`` (log ratio, >= 0) above it."""
+        near = np.minimum(d, self.reach)
+        return self.up * near + max(self.up, SIZE_EXPONENT_PRIOR) * (d - near)
+
+
+PRIOR_GROWTH = SizeGrowth(SIZE_EXPONENT_PRIOR, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class KnobPrior:
     """How power and time move with a knob level before any reading at a second level says."""
 
     #: power at a higher level is at most ``P * (k'/k) ** bound`` (a safe upper bound, always used)
     bound: float
-    #: the dynamic part of power scales as ``(k'/k) ** power``, and the batch time as ``(k/k') ** time``,
-    #: until readings at two levels tell: optimistic values (the most power saved and no time lost a
-    #: level down), so that where a tight cap may make another level pay, one safe probe there is tried
-    #: and the learned exponents take over
+    #: the dynamic part of power scales as ``(k'/k) ** power`` until readings at two levels tell
     power: float
-    time: float
+    #: the batch time scales as ``(k/k') ** time`` until readings at two levels tell: optimistic both
+    #: ways (no time lost a level down, ``time_down``; the most a level can gain up, ``time_up``), so
+    #: that where another level may pay, one safe probe there is tried and the learned exponents take
+    #: over, whichever level the controller stands at
+    time_down: float = 0.0
+    time_up: float = 1.0
 
 
 #: power grows with a knob level no faster than its cube (f * V(f)^2, V at most proportional to f)
@@ -65,8 +90,8 @@ KNOB_MAX_POWER_EXPONENT = 3.0
 #: clocks: dynamic power ~ f * V(f)^2 (at most f^3), compute time at most ~ 1/f;
 #: power limits: power follows the limit
 KNOB_PRIORS: dict[str, KnobPrior] = {
-    "clock": KnobPrior(bound=3.0, power=3.0, time=0.0),
-    "limit": KnobPrior(bound=1.0, power=1.0, time=0.0),
+    "clock": KnobPrior(bound=3.0, power=3.0),
+    "limit": KnobPrior(bound=1.0, power=1.0),
 }
 
 
@@ -122,7 +147,7 @@ class SafeModel:
     def __init__(self, sizes: Sequence[int], levels: Sequence[float], kind: str | None) -> None:
         self.sizes = np.asarray(sizes, dtype=float)
         self.levels = tuple(levels)
-        self.prior = KNOB_PRIORS.get(kind or "", KnobPrior(1.0, 1.0, 1.0))
+        self.prior = KNOB_PRIORS.get(kind or "", KnobPrior(1.0, 1.0))
         self.stats: dict[tuple[int, float], SettingStats] = {}
         #: how far a new peak reading at a setting rises above the highest recent one there (W), the
         #: NOISE_QUANTILE of the recent rises: the surprise the bound's margin must cover. Readings that
@@ -221,9 +246,10 @@ class SafeModel:
 
     def peaks(self) -> dict[tuple[int, float], float]:
         """The peak to believe at each measured setting: its own highest reading once it has
-        CONFIRM_PERIODS of them; before that, no lower than what the smaller sizes at its level read.
-        A first reading below a smaller size's is most often a sensor that missed the batches' peaks
-        (one that sees part of the time); power that really falls with size is believed once confirmed."""
+        CONFIRM_PERIODS of them; before that, no lower than what is believed of the next smaller size
+        measured at its level. A first reading below a smaller size's is most often a sensor that missed
+        the batches' peaks (one that sees part of the time); power that really falls with size is
+        believed once confirmed, and a confirmed size is then what the sizes above it are held to."""
         out: dict[tuple[int, float], float] = {}
         for level in self.levels:
             run = -math.inf
@@ -231,26 +257,26 @@ class SafeModel:
                 own = st.peak_w
                 value = own if len(st.peaks) >= CONFIRM_PERIODS else max(own, run)
                 out[(b, level)] = value
-                run = max(run, value)
+                run = value
         return out
 
     def measured(self) -> list[tuple[int, float, SettingStats]]:
         return [(b, k, st) for (b, k), st in self.stats.items() if st.measured or st.at_least_w > 0]
 
-    def exponents(self, level: float) -> tuple[float, float]:
-        """(up, down) at ``level``: how steeply power may rise and fall with batch size there, from
-        pairs of sizes measured at that level; where there are none, the steepest learned at a higher
-        level (the dynamic part scales with the level and the idle floor does not, so total power
-        rises no more steeply in log-log at a lower level); the prior where none is learned."""
+    def exponents(self, level: float) -> SizeGrowth:
+        """How power may change with batch size at ``level``: from pairs of sizes measured at that level;
+        where there are none, the steepest learned at a higher level (the dynamic part scales with the
+        level and the idle floor does not, so total power rises no more steeply in log-log at a lower
+        level); the prior where none is learned."""
         own = self.own_exponents(level)
         if own is not None:
             return own
         higher = [e for k in self.levels if k > level and (e := self.own_exponents(k)) is not None]
         if higher:
-            return max(e[0] for e in higher), max(e[1] for e in higher)
-        return SIZE_EXPONENT_PRIOR, 0.0
+            return SizeGrowth(max(e.up for e in higher), max(e.down for e in higher), min(e.reach for e in higher))
+        return PRIOR_GROWTH
 
-    def own_exponents(self, level: float) -> tuple[float, float] | None:
+    def own_exponents(self, level: float) -> SizeGrowth | None:
         ups: list[float] = []
         downs: list[float] = []
         believed = self.peaks()
@@ -271,7 +297,7 @@ class SafeModel:
             return None
         up = SLOPE_SAFETY * max(ups) if ups else SIZE_EXPONENT_PRIOR
         down = SLOPE_SAFETY * max(downs) if downs else 0.0
-        return min(up, 2.0), min(down, 2.0)
+        return SizeGrowth(min(up, 2.0), min(down, 2.0), math.log(pts[-1][0] / pts[0][0]))
 
     def bound_w(self, level_of: np.ndarray, size_of: np.ndarray) -> np.ndarray:
         """Upper bound on power at each candidate (arrays of equal shape); +inf where nothing is measured."""
@@ -281,13 +307,15 @@ class SafeModel:
         b_i = np.array([b for b, _, _ in pts], dtype=float)
         k_i = np.array([k for _, k, _ in pts], dtype=float)
         exps = {k: self.exponents(k) for k in set(k_i.tolist())}
-        up = np.array([exps[k][0] for k in k_i])
-        down = np.array([exps[k][1] for k in k_i])
         believed = self.peaks()
         v_i = np.log(np.array([believed[(b, k)] + self.margin_w(b, k) for b, k, _ in pts]))
         db = np.log(size_of)[..., None] - np.log(b_i)
         dk = np.log(level_of)[..., None] - np.log(k_i)
-        growth = np.where(db >= 0, up * db, -down * db) + np.where(dk > 0, self.prior.bound * dk, 0.0)
+        rise = np.empty(db.shape)
+        for k, growth_k in exps.items():
+            at = k_i == k
+            rise[..., at] = np.where(db[..., at] >= 0, growth_k.rise(np.maximum(db[..., at], 0.0)), -growth_k.down * db[..., at])
+        growth = rise + np.where(dk > 0, self.prior.bound * dk, 0.0)
         return np.exp(np.min(v_i + growth, axis=-1))
 
     # -- point predictions ---------------------------------------------------------------------------
@@ -355,14 +383,16 @@ class SafeModel:
         return min(floor, float(power.min()))
 
     def _carry(self, near: float, power: np.ndarray, time: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-        kp, kt = self.knob_exponents(near, power, time)
+        kp, learned_kt = self.knob_exponents(near, power, time)
         ratio = level / near
+        kt = learned_kt if learned_kt is not None else self.prior.time_up if ratio > 1 else self.prior.time_down
         floor = self._floor(power)
         return floor + (power - floor) * ratio**kp, time * ratio ** (-kt)
 
-    def knob_exponents(self, near: float, power: np.ndarray, time: np.ndarray) -> tuple[float, float]:
+    def knob_exponents(self, near: float, power: np.ndarray, time: np.ndarray) -> tuple[float, float | None]:
         """(power, time) exponents of the knob: from every reading at another level than ``near``
-        against ``near``'s curve (``power``, ``time``) at that size; the knob's prior where there is none."""
+        against ``near``'s curve (``power``, ``time``) at that size; the knob's power prior where there
+        is none, and None for the time (whose prior depends on the direction)."""
         kp, kt = [], []
         floor = self._floor(power)
         for (b, k), st in self.stats.items():
@@ -377,5 +407,5 @@ class SafeModel:
         # physical limits: power does not fall as the level rises; a batch takes no less than
         # in inverse proportion to the clock (or limit) and no longer than at a lower one
         p = min(max(float(np.median(kp)), 0.0), KNOB_MAX_POWER_EXPONENT) if kp else self.prior.power
-        t = min(max(float(np.median(kt)), 0.0), 1.0) if kt else self.prior.time
+        t = min(max(float(np.median(kt)), 0.0), 1.0) if kt else None
         return p, t
