@@ -3,7 +3,6 @@ read from its content, and files of neither kind refused in one line."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import subprocess
@@ -80,7 +79,11 @@ def test_serve_records_hold_each_periods_latency(served) -> None:
     assert sum(q["rejected"] for q in reqs) == len(source.rejected) > 0
     # each period's percentiles, recomputed from the requests themselves (answered at their batch's end)
     for q in reqs:
-        mine = [a.latency_s for (arr, _), a in zip(source.accepted, answered) if q["start"] < arr.t + a.latency_s <= q["end"]]
+        mine = [
+            a.latency_s
+            for (arr, _), a in zip(source.accepted, answered)
+            if q["start"] < arr.t + a.latency_s <= q["end"]
+        ]
         assert len(mine) == q["ok"]
         if mine:
             assert q["p99_ms"] == pytest.approx(_nearest_rank(mine, 99) * 1000)
@@ -250,3 +253,17 @@ def test_matplotlib_loads_only_for_the_plot_command() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_serve_records_without_requests_lines_get_the_run_figures(served, tmp_path: Path) -> None:
+    """Records of a server from before the requests lines: the figures of a run, no latency."""
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(x for x in served[0].read_text().splitlines(keepends=True) if '"type":"requests"' not in x))
+    result = invoke("plot", str(old), "--out", str(tmp_path / "o"), "--dpi", "30")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "batch_size.png",
+        "overview.png",
+        "power.png",
+        "throughput.png",
+    ]

@@ -99,8 +99,8 @@ FIELDS = {
     "batch": (("start", False), ("end", True), ("size", False)),
     "period": (("start", False), ("end", False), ("cap_w", True), ("peak_w", True), ("throughput", True)),
     "power": (("t", False), ("w", True)),
-    "requests": (("start", False), ("end", False), ("ok", False), ("rejected", False), ("p50_ms", True),
-                 ("p99_ms", True), ("max_ms", True), ("slo_ms", True)),  # fmt: skip
+    "requests": tuple((k, False) for k in ("start", "end", "ok", "rejected"))
+    + tuple((k, True) for k in ("p50_ms", "p99_ms", "max_ms", "slo_ms")),
 }
 
 

@@ -67,7 +67,9 @@ def _watts(rec: dict[str, Any], key: str, where: str) -> dict[str, float]:
             out[str(name)] = NAN
             continue
         if isinstance(w, bool) or not isinstance(w, (int, float)):
-            raise ConfigError("records", f"{where}: a tick record field {key!r} must map GPUs to watts, got {json.dumps(w)}")
+            raise ConfigError(
+                "records", f"{where}: a tick record field {key!r} must map GPUs to watts, got {json.dumps(w)}"
+            )
         out[str(name)] = float(w)
     return out
 

@@ -17,17 +17,21 @@ import click
 )
 @click.option("--dpi", type=int, default=120, help="Resolution of the PNGs, 10 to 600.")
 def command(records: Path, out: Path | None, dpi: int) -> None:
-    """Turn a records file into PNG figures; what it holds is read from its content.
+    """Turn a records file into PNG figures; its kind is read from its content.
 
     \b
-    batchsizer run --records RECORDS: power.png (sensor power and window peaks against the cap),
-      batch_size.png, throughput.png (per control period) and overview.png (the three stacked).
-    batchsizer serve --records RECORDS: the same, plus latency.png (p50, p99 and max latency of each
-      period's requests against the SLO; requests/s answered and refused), also in overview.png.
-    batchsizer fleet --records DIR: give DIR or DIR/fleet.jsonl; budget.png (each GPU's cap stacked
-      under the budget with the sum of power; each GPU's cap and power).
+    batchsizer run --records RECORDS:
+      power.png (sensor power and window peaks against the cap), batch_size.png,
+      throughput.png (per control period), overview.png (the three stacked).
+    batchsizer serve --records RECORDS:
+      the same, plus latency.png (p50, p99 and max latency of each period's
+      requests against the SLO; requests/s answered and refused), also the
+      fourth panel of overview.png.
+    batchsizer fleet --records DIR (give DIR or DIR/fleet.jsonl):
+      budget.png (each GPU's cap stacked under the budget with the sum of
+      power; each GPU's cap and power).
 
-    A file that is none of these, or empty, is an error (exit 2).
+    A file of none of these kinds, or an empty one, is an error (exit 2).
     """
     from batchsizer.plotting import check_dpi, plot_file  # matplotlib loads only for this command
 
