@@ -38,7 +38,7 @@ def test_faults_outputs_records_and_plot(tmp_path) -> None:
         assert key in s
     assert s["workers"]["v100-1"]["summary"]["items"] > 0
     assert (rec / "fleet.jsonl").is_file() and (rec / "p40-0.jsonl").is_file()
-    assert (tmp_path / "fig" / "budget_split.png").stat().st_size > 0
+    assert (tmp_path / "fig" / "budget.png").stat().st_size > 0
 
 
 def test_resume_finishes_the_rest_exactly(tmp_path) -> None:

@@ -1,8 +1,12 @@
-"""Figures of a job from its records: power against the cap, batch size and throughput over time.
+"""Figures of a job from its records: power against the cap, batch size and throughput over time,
+and for a server the requests' latency against the SLO.
 
-Reads the JSON Lines that ``batchsizer run --records`` writes (see :mod:`batchsizer.records`):
-sensor readings from ``power`` records, the cap and per-period numbers from ``period`` records,
-batch sizes from ``batch`` records. Uses matplotlib's Agg backend, so no display is needed.
+Reads the JSON Lines that ``batchsizer run --records`` and ``batchsizer serve --records`` write (see
+:mod:`batchsizer.records`, :mod:`batchsizer.serve.records`): sensor readings from ``power``
+records, the cap and per-period numbers from ``period`` records, batch sizes from ``batch``
+records, the latency per period from ``requests`` records. A fleet's records are drawn by
+:mod:`batchsizer.plotting_fleet`; :func:`records_kind` tells the two apart. Uses matplotlib's Agg
+backend, so no display is needed.
 """
 
 from __future__ import annotations
@@ -59,6 +63,18 @@ class JobTrace:
     resumes: list[float] = field(default_factory=list)
     #: the cap rule the job ran under ("peak" or "avg:SECONDS"); under avg the figure adds the rolling mean
     cap_rule: str = "peak"
+    #: a server's job (its job record has ``serve``): its figures include the latency
+    serve: bool = False
+    #: per period, from ``requests`` records, as step lines like ``throughput_t``: latency (ms) of the
+    #: requests answered in the period, answered and refused requests per second
+    latency_t: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    max_ms: list[float] = field(default_factory=list)
+    ok_rate: list[float] = field(default_factory=list)
+    rejected_rate: list[float] = field(default_factory=list)
+    #: the server's latency SLO (ms), None when the records do not say
+    slo_ms: float | None = None
 
 
 class _Bad(Exception):
@@ -83,6 +99,8 @@ FIELDS = {
     "batch": (("start", False), ("end", True), ("size", False)),
     "period": (("start", False), ("end", False), ("cap_w", True), ("peak_w", True), ("throughput", True)),
     "power": (("t", False), ("w", True)),
+    "requests": tuple((k, False) for k in ("start", "end", "ok", "rejected"))
+    + tuple((k, True) for k in ("p50_ms", "p99_ms", "max_ms", "slo_ms")),
 }
 
 
@@ -97,7 +115,7 @@ def _read_runs(p: Path) -> list[dict[str, list[dict[str, Any]]]]:
             continue
         clean: dict[str, Any] = {}
         if kind == "job":
-            clean = {k: rec.get(k) for k in ("device", "controller", "cap_rule")}
+            clean = {k: rec.get(k) for k in ("device", "controller", "cap_rule", "serve")}
         for key, optional in FIELDS[kind]:
             try:
                 clean[key] = _number(rec, key, optional=optional)
@@ -105,6 +123,53 @@ def _read_runs(p: Path) -> list[dict[str, list[dict[str, Any]]]]:
                 raise ConfigError("records", f"{p}, line {n}: a {kind} record {exc}") from None
         runs[-1].setdefault(kind, []).append(clean)
     return runs
+
+
+#: record types that make a file a fleet's records, and those that make it a job's (run or serve)
+FLEET_TYPES = frozenset({"fleet", "tick", "allocation"})
+JOB_TYPES = frozenset({"job", "batch", "period"})
+NEITHER = (
+    "holds no batch or period records (batchsizer run or serve --records FILE) nor fleet tick records "
+    "(batchsizer fleet --records DIR writes DIR/fleet.jsonl)"
+)
+
+
+def records_file(path: str | os.PathLike[str]) -> Path:
+    """The records file to draw: ``path``, or the ``fleet.jsonl`` in a fleet's records folder; a clear
+    ConfigError when it is missing, a folder without one, or empty."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "fleet.jsonl").is_file():
+            return p / "fleet.jsonl"
+        raise ConfigError("records", f"{p} is a folder without fleet.jsonl; give a records file")
+    if not p.exists():
+        raise ConfigError("records", f"{p} does not exist; write one with batchsizer run, serve or fleet --records")
+    if p.is_file() and p.stat().st_size == 0:
+        raise ConfigError("records", f"{p} is empty")
+    return p
+
+
+def records_kind(path: str | os.PathLike[str]) -> str:
+    """``"job"`` (``batchsizer run`` or ``serve`` records) or ``"fleet"`` (``fleet.jsonl``), from the
+    record types in the file; a ConfigError for a file that holds neither."""
+    p = records_file(path)
+    for _, rec in iter_numbered_records(p):
+        if rec["type"] in FLEET_TYPES:
+            return "fleet"
+        if rec["type"] in JOB_TYPES:
+            return "job"
+    raise ConfigError("records", f"{p} {NEITHER}")
+
+
+def plot_file(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], dpi: int = 120) -> list[Path]:
+    """The figures of any records file, of the kind its content says (:func:`records_kind`)."""
+    check_dpi(dpi)
+    p = records_file(path)
+    if records_kind(p) == "fleet":
+        from batchsizer.plotting_fleet import plot_fleet_records
+
+        return plot_fleet_records(p, out_dir, dpi)
+    return plot_records(p, out_dir, dpi)
 
 
 def load_trace(path: str | os.PathLike[str]) -> JobTrace:
@@ -120,10 +185,7 @@ def load_trace(path: str | os.PathLike[str]) -> JobTrace:
     except UnicodeDecodeError:
         runs = []
     if not any(r.get("period") or r.get("batch") for r in runs):
-        raise ConfigError(
-            "records",
-            f"{p} holds no batch or period records; expected the JSON Lines written by batchsizer run --records",
-        )
+        raise ConfigError("records", f"{p} {NEITHER}")
     first_job: dict[str, Any] = next((r["job"][0] for r in runs if r.get("job")), {})
     device = first_job["device"].get("name", "?") if isinstance(first_job.get("device"), dict) else "?"
     ctrl = first_job["controller"].get("name", "?") if isinstance(first_job.get("controller"), dict) else "?"
@@ -133,6 +195,10 @@ def load_trace(path: str | os.PathLike[str]) -> JobTrace:
     if isinstance(rule, str):
         with contextlib.suppress(ConfigError):  # a rule this version does not know: the readings alone
             tr.cap_rule = str(CapRule.parse(rule))
+    tr.serve = isinstance(first_job.get("serve"), dict)
+    slo = first_job["serve"].get("slo_ms") if tr.serve else None
+    if isinstance(slo, (int, float)) and not isinstance(slo, bool) and math.isfinite(slo):
+        tr.slo_ms = float(slo)
     if len(runs) > 1:
         tr.title += f" ({len(runs)} runs: stopped and resumed)"
     offset = 0.0
@@ -146,8 +212,10 @@ def load_trace(path: str | os.PathLike[str]) -> JobTrace:
             tr.resumes.append(offset)
             for series in (tr.power_t, tr.power_w, tr.cap_t, tr.cap_w, tr.batch_t, tr.batch_size):
                 series.append(NAN)  # no line joins one run to the next
-            tr.throughput_t.append(NAN)
-            tr.throughput_y.append(NAN)
+            for series in (tr.throughput_t, tr.throughput_y, tr.latency_t, tr.p50_ms, tr.p99_ms, tr.max_ms):
+                series.append(NAN)
+            tr.ok_rate.append(NAN)
+            tr.rejected_rate.append(NAN)
         for s in power:
             if s["w"] is not None:
                 tr.power_t.append(s["t"] + shift)
@@ -164,6 +232,8 @@ def load_trace(path: str | os.PathLike[str]) -> JobTrace:
             tr.throughput.append(tput)
             tr.throughput_t += [q["start"] + shift, q["end"] + shift]
             tr.throughput_y += [tput, tput]
+        for q in run.get("requests", []):
+            _add_requests(tr, q, shift)
         if batches:
             tr.batch_t += [b["start"] + shift for b in batches]
             tr.batch_size += [b["size"] for b in batches]
@@ -174,6 +244,20 @@ def load_trace(path: str | os.PathLike[str]) -> JobTrace:
         ends += [s["t"] for s in power]
         offset = max(ends, default=t0) + shift
     return tr
+
+
+def _add_requests(tr: JobTrace, q: dict[str, Any], shift: float) -> None:
+    """One period's ``requests`` record as flat lines from its start to its end."""
+    span = q["end"] - q["start"]
+    tr.latency_t += [q["start"] + shift, q["end"] + shift]
+    for series, key in ((tr.p50_ms, "p50_ms"), (tr.p99_ms, "p99_ms"), (tr.max_ms, "max_ms")):
+        value = q[key] if q[key] is not None else NAN  # no request answered in the period: a gap
+        series += [value, value]
+    for series, key in ((tr.ok_rate, "ok"), (tr.rejected_rate, "rejected")):
+        rate = q[key] / span if span > 0 else NAN
+        series += [rate, rate]
+    if tr.slo_ms is None and q["slo_ms"] is not None:
+        tr.slo_ms = q["slo_ms"]
 
 
 def _segments(t: list[float], y: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -261,6 +345,35 @@ def _throughput(ax: Axes, tr: JobTrace) -> None:
     ax.grid(alpha=0.3)
 
 
+def _slo(ax: Axes, tr: JobTrace) -> None:
+    if tr.slo_ms is not None:
+        ax.axhline(tr.slo_ms, color="tab:red", lw=1.8, label=f"SLO {tr.slo_ms:g} ms")
+
+
+def _latency(ax: Axes, tr: JobTrace) -> None:
+    """The latency of the requests answered in each period (arrival to the end of their batch)."""
+    ax.plot(tr.latency_t, tr.max_ms, color="0.6", lw=0.8, label="max")
+    ax.plot(tr.latency_t, tr.p99_ms, color="tab:orange", lw=1.4, label="p99")
+    ax.plot(tr.latency_t, tr.p50_ms, color="tab:blue", lw=1.4, label="p50")
+    _slo(ax, tr)
+    _resumes(ax, tr, label=False)
+    ax.set_ylabel("latency (ms)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right", fontsize=8, ncol=4)
+    ax.grid(alpha=0.3)
+
+
+def _requests(ax: Axes, tr: JobTrace) -> None:
+    """Requests per second per period: answered, and refused (admission, a full queue)."""
+    ax.plot(tr.latency_t, tr.ok_rate, color="tab:purple", lw=1.2, label="answered")
+    ax.plot(tr.latency_t, tr.rejected_rate, color="tab:red", lw=1.2, label="refused (503)")
+    _resumes(ax, tr, label=False)
+    ax.set_ylabel("requests/s")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right", fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+
+
 def check_dpi(dpi: int) -> int:
     low, high = DPI_RANGE
     if not low <= dpi <= high:
@@ -269,9 +382,40 @@ def check_dpi(dpi: int) -> int:
 
 
 def plot_records(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], dpi: int = 120) -> list[Path]:
-    """Write power.png, batch_size.png, throughput.png and overview.png; returns their paths."""
+    """Write power.png, batch_size.png, throughput.png and overview.png, and for a server's records
+    latency.png (latency per period against the SLO, requests/s answered and refused), also in the
+    overview; returns their paths."""
     check_dpi(dpi)
     tr = load_trace(path)
+    out = make_out_dir(out_dir)
+    written: list[Path] = []
+    for name, draw in (("power", _power), ("batch_size", _batch), ("throughput", _throughput)):
+        fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
+        draw(ax, tr)
+        ax.set_xlabel("time since start (s)")
+        ax.set_title(tr.title, fontsize=9)
+        written.append(save_figure(fig, out / f"{name}.png", dpi))
+    panels = [_power, _batch, _throughput]
+    if tr.latency_t:
+        fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained")
+        _latency(axes[0], tr)
+        _requests(axes[1], tr)
+        axes[-1].set_xlabel("time since start (s)")
+        axes[0].set_title(tr.title, fontsize=9)
+        written.append(save_figure(fig, out / "latency.png", dpi))
+        panels.append(_latency)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 8 if len(panels) == 3 else 10), sharex=True,
+                             layout="constrained")  # fmt: skip
+    for ax, draw in zip(axes, panels):
+        draw(ax, tr)
+    axes[-1].set_xlabel("time since start (s)")
+    axes[0].set_title(tr.title, fontsize=9)
+    written.append(save_figure(fig, out / "overview.png", dpi))
+    return written
+
+
+def make_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """The figures' folder, made if missing; a clear ConfigError for a file or one that cannot be made."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} is a file; give a folder for the figures")
@@ -279,23 +423,11 @@ def plot_records(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("out", f"cannot create {out}: {exc.strerror or exc}") from None
-    written: list[Path] = []
-    for name, draw in (("power", _power), ("batch_size", _batch), ("throughput", _throughput)):
-        fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
-        draw(ax, tr)
-        ax.set_xlabel("time since start (s)")
-        ax.set_title(tr.title, fontsize=9)
-        written.append(_save(fig, out / f"{name}.png", dpi))
-    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True, layout="constrained")
-    for ax, draw in zip(axes, (_power, _batch, _throughput)):
-        draw(ax, tr)
-    axes[-1].set_xlabel("time since start (s)")
-    axes[0].set_title(tr.title, fontsize=9)
-    written.append(_save(fig, out / "overview.png", dpi))
-    return written
+    return out
 
 
-def _save(fig: Any, path: Path, dpi: int) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int) -> Path:
+    """Save ``fig`` as a PNG through a temporary name, and close it."""
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         fig.savefig(tmp, dpi=dpi)

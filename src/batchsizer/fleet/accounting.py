@@ -57,6 +57,8 @@ class BudgetAccount:
         self._history: deque[float] = deque(maxlen=max(1, round(rule_window_s / GRID_S)) if rule_window_s > 0 else 1)
         self.last_mean_w = float("nan")
         self.last_peak_w = float("nan")
+        #: each worker's mean over the last tick (they add up to ``last_mean_w``)
+        self.last_worker_mean_w: dict[str, float] = {}
 
     def worker(self, name: str, initial_w: float) -> None:
         self.steps.setdefault(name, _Steps(initial_w))
@@ -73,14 +75,18 @@ class BudgetAccount:
         n = max(1, round((end - start) / GRID_S))
         grid = start + (np.arange(n) + 0.5) * ((end - start) / n)
         total = np.zeros(n)
+        self.last_worker_mean_w = {}
         for name, st in self.steps.items():
             if name in fixed:
                 st.last = fixed[name]
                 st.t, st.w = [], []
                 total += fixed[name]
+                self.last_worker_mean_w[name] = float(fixed[name])
                 continue
             st.add(samples.get(name, []))
-            total += st.values(grid)
+            values = st.values(grid)
+            total += values
+            self.last_worker_mean_w[name] = float(values.mean())
         if self.window_s > 0:  # the trailing mean of the sum over the rule's window
             hist = np.fromiter(self._history, float, len(self._history))
             both = np.concatenate([hist, total])

@@ -427,6 +427,7 @@ class Fleet:
                 "cap_sum_w": sum(caps.values()),
                 "sum_mean_w": self.account.last_mean_w,
                 "sum_peak_w": self.account.last_peak_w,
+                "power_w": dict(self.account.last_worker_mean_w),
                 "true_sum_mean_w": self.true_account.last_mean_w,
                 "over_s": over,
                 "true_over_s": true_over,

@@ -1,8 +1,8 @@
-"""A fleet's records, outputs, live lines and the figure of the budget split.
+"""A fleet's records, outputs and live lines (the figure of the budget split: :mod:`batchsizer.plotting_fleet`).
 
 Records (``--records DIR``): ``DIR/fleet.jsonl`` has one ``tick`` line per tick (budget, each
-GPU's cap, the sum of power), ``allocation`` and ``event`` lines and the ``summary``; each worker
-writes the usual ``run`` records to ``DIR/<worker>.jsonl``. Outputs (``--save-outputs FILE``):
+GPU's cap, the sum of power, each GPU's mean power ``power_w``), ``allocation`` and ``event``
+lines and the ``summary``; each worker writes the usual ``run`` records to ``DIR/<worker>.jsonl``. Outputs (``--save-outputs FILE``):
 a job line, then one line per committed item, ``{"id", "job", "output", "worker"}``, in commit
 order; a resume takes every id found there as done.
 """
@@ -20,7 +20,7 @@ from batchsizer.errors import ConfigError
 from batchsizer.fleet.allocator import Allocation
 from batchsizer.fleet.coordinator import FleetObserver
 from batchsizer.outputs import cut_partial_line, placeholder_output
-from batchsizer.records import RecordWriter, read_records
+from batchsizer.records import RecordWriter
 
 
 class FleetRecorder(FleetObserver):
@@ -126,33 +126,8 @@ def read_fleet_outputs(path: Path, identity: dict[str, Any]) -> dict[str, set[in
 
 
 def plot_fleet(records: Path, out_dir: Path, dpi: int = 120) -> list[Path]:
-    """``budget_split.png``: each GPU's cap stacked over time, the budget and the sum of power."""
-    import matplotlib
+    """``budget.png`` (what ``batchsizer plot`` draws of a fleet's records): each GPU's cap stacked under
+    the budget with the sum of power, and each GPU's cap and power."""
+    from batchsizer.plotting_fleet import plot_fleet_records  # matplotlib loads only here
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rec = read_records(records)
-    ticks = rec.get("tick", [])
-    if not ticks:
-        raise ConfigError("records", f"{records} holds no fleet tick records; write one with batchsizer fleet --records DIR")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(dict.fromkeys(n for tk in ticks for n in tk["caps"]))
-    t = [tk["start"] for tk in ticks]
-    stack = [[tk["caps"].get(n, 0.0) for tk in ticks] for n in names]
-    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
-    ax.stackplot(t, stack, labels=names, step="post", alpha=0.6)
-    ax.step(t, [tk["budget_w"] for tk in ticks], where="post", color="tab:red", lw=1.8, label="budget")
-    ax.plot([tk["end"] for tk in ticks], [tk["sum_mean_w"] for tk in ticks], color="black", lw=1.0, label="sum of power (tick mean)")
-    ax.set_xlabel("virtual time (s)")
-    ax.set_ylabel("W")
-    ax.set_title(f"{Path(records).name}: the budget split over time", fontsize=9)
-    ax.legend(loc="lower right", fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    path = out / "budget_split.png"
-    tmp = path.with_name(".budget_split.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return [path]
+    return plot_fleet_records(records, out_dir, dpi)

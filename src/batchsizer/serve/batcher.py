@@ -122,6 +122,8 @@ class Batcher:
         self._cap = CapState(config.sizes[0], "power", config.sizes[0], config.sizes[-1])
         self._limit_at = -math.inf
         self.period = PeriodStats()
+        #: the size cap the last batch was formed under (what its size was bounded by)
+        self.formed: CapState | None = None
         #: the batch on the device: (start on the device clock, size), None when idle
         self.in_service: tuple[float, int] | None = None
         self.counts = {"accepted": 0, "rejected": 0}
@@ -151,6 +153,12 @@ class Batcher:
             power = self._power_size
             size, why = (power, "power") if power <= lat else (lat, "latency")
             self._cap = CapState(size, why, power, lat, p99)
+            return self._cap
+
+    @property
+    def cap_state(self) -> CapState:
+        """The size cap last computed, without recomputing it (a reader must not move its timing)."""
+        with self.lock:
             return self._cap
 
     # arrivals ----------------------------------------------------------------------------------
@@ -195,8 +203,10 @@ class Batcher:
             n = len(self.queue)
             if n == 0:
                 return None
-            cap = self.size_cap(now).size
+            state = self.size_cap(now)
+            cap = state.size
             if n >= cap or flush or now - self.queue[0].arrival >= self.config.max_wait_s - 1e-12:
+                self.formed = state
                 items = [self.queue.popleft() for _ in range(min(cap, n))]
                 for r in items:
                     r.started = now

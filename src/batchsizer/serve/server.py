@@ -19,10 +19,10 @@ from batchsizer.devices import Device
 from batchsizer.errors import ConfigError
 from batchsizer.loop import LoopObserver, Window
 from batchsizer.policies import DEFAULT_CONTROLLER, make_controller
-from batchsizer.recorder import JobRecorder
 from batchsizer.records import RecordWriter, write_json_atomic
 from batchsizer.serve.batcher import BatcherConfig
 from batchsizer.serve.engine import ServingEngine
+from batchsizer.serve.records import ServeRecorder
 from batchsizer.summary import Summary
 from batchsizer.workloads import WorkloadOptions, device_kind
 
@@ -56,18 +56,7 @@ class Serving:
     app: Any
     device: Device
     info: dict[str, Any]
-    recorder: JobRecorder | None = None
-
-
-class _ServeRecorder(JobRecorder):
-    """The job's records, whose summary line also holds the latency figures."""
-
-    engine: ServingEngine | None = None
-
-    def on_end(self, summary: Summary) -> None:
-        figures = self.engine.figures() if self.engine is not None else {}
-        self.writer.write("summary", **summary.to_dict(), latency=figures)
-        self.writer.close()
+    recorder: ServeRecorder | None = None
 
 
 def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
@@ -136,7 +125,7 @@ def open_serving(opts: ServeOptions, observers: list[LoopObserver] | None = None
         recorder = None
         obs: list[LoopObserver] = [metrics, *(observers or [])]
         if opts.records is not None:
-            recorder = _ServeRecorder(RecordWriter(opts.records), extra={"workload": info, "serve": _describe(opts)})
+            recorder = ServeRecorder(RecordWriter(opts.records), extra={"workload": info, "serve": _describe(opts)})
             obs.append(recorder)
         engine = ServingEngine(
             device,

@@ -79,7 +79,7 @@ def _faults(texts: tuple[str, ...], names: list[str]) -> tuple[dict[str, float],
 @click.option("--records", type=click.Path(path_type=Path), default=None,
               help="Folder for records: fleet.jsonl and one WORKER.jsonl per GPU [default: none].")  # fmt: skip
 @click.option("--plot", "plot_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for budget_split.png, drawn from --records at the end [default: none].")  # fmt: skip
+              help="Folder for budget.png (as batchsizer plot DIR draws it), drawn from --records at the end [default: none].")  # fmt: skip
 @path_option("--save-outputs", "save_outputs", "Write each item's output with its id and job here (JSON Lines).")
 @click.option("--resume", is_flag=True, help="Continue the stopped fleet job whose --save-outputs file is given [default: off].")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary [default: off, a line per allocation period].")
