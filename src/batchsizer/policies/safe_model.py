@@ -9,7 +9,10 @@ and at a lower one no higher. The bound at a setting is the least of these over 
 settings. ``up`` starts at 1 (the work in flight at most doubles when the batch doubles, so its
 dynamic power at most doubles, and idle power does not grow) and ``down`` at 0 (a smaller batch
 draws no more); both are then learned from the readings, stretched by ``SLOPE_SAFETY``, so power
-that falls with batch size or has a hump is bounded from what was measured, not assumed away.
+that falls with batch size or has a hump is bounded from what was measured, not assumed away. A
+learned ``up`` holds only as far again above the largest size measured as the measured sizes span
+(:class:`SizeGrowth`); beyond, the steeper of it and the prior: where idle power dominates small
+sizes, a curve that is flat there can climb steeply further up.
 
 Point predictions interpolate between measured sizes in log(size) and extrapolate with the
 steepest local slope (power) or a least-squares time per item (time); across knob levels they use
