@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from batchsizer.errors import ConfigError
-from batchsizer.hw import fake_nvml
 from batchsizer.hw.gpu_cap import GpuLimitCap
 from batchsizer.hw.nvml import Nvml
+from batchsizer.testing import fake_nvml
 from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml
 
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchsizer.cli import cli
-from batchsizer.hw import fake_nvml
+from batchsizer.testing import fake_nvml
 from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml
 
 

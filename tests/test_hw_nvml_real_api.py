@@ -15,8 +15,8 @@ from types import ModuleType
 import pytest
 
 from batchsizer.errors import UnsupportedError
-from batchsizer.hw import fake_nvml
 from batchsizer.hw.nvml import Nvml
+from batchsizer.testing import fake_nvml
 
 real: ModuleType = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (pip install -e '.[test]')")
 
