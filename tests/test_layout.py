@@ -1,6 +1,6 @@
 """The package layout is a map, and its layers hold: devices (sim/, hw/, the device interface and the
 scripted test device) import only the core, never the controllers; the core imports none of the
-packages built on it; and importing the core, the controllers, the simulator and the CLI loads no
+packages built on it and the controllers only the core; and importing the core, the controllers, the simulator and the CLI loads no
 optional heavy dependency (torch, FastAPI, Ray)."""
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ def test_devices_do_not_import_the_controllers() -> None:
 def test_the_core_imports_nothing_built_on_it() -> None:
     bad = _offending(["core"], ABOVE_CORE)
     assert not bad, "batchsizer.core is the bottom layer:\n" + "\n".join(bad)
+
+
+def test_the_controllers_import_only_the_core() -> None:
+    bad = _offending(["policies"], [f for f in ABOVE_CORE if f != "policies"])
+    assert not bad, "controllers are pure policies over the core's types:\n" + "\n".join(bad)
 
 
 def test_the_top_level_is_a_map() -> None:
