@@ -33,16 +33,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.caps import CapSchedule
-from batchsizer.devices import Device
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.caps import CapSchedule
+from batchsizer.core.device import Device
+from batchsizer.core.loop import ControlLoop, LoopObserver, Window
 from batchsizer.errors import BatchSizerError
-from batchsizer.loop import ControlLoop, LoopObserver, Window
+from batchsizer.io.records import write_json_atomic
 from batchsizer.policies import make_controller
 from batchsizer.policies.adaptive import Adaptive, all_sizes
-from batchsizer.records import write_json_atomic
-from batchsizer.repro.devices import sim_factory
 from batchsizer.repro.experiment import ExperimentConfig, run_experiment
+from batchsizer.repro.job_devices import sim_factory
 from batchsizer.repro.jobs import Job, jobs_for
 from batchsizer.repro.runner import TraceObserver
 from batchsizer.repro.sweep import SweepConfig, profile_job

@@ -37,20 +37,21 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.cap_rule import CapRule
-from batchsizer.caps import ConstantCap
-from batchsizer.devices import Device, ScriptedDevice
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.cap_rule import CapRule
+from batchsizer.core.caps import ConstantCap
+from batchsizer.core.device import Device
+from batchsizer.core.loop import ControlLoop, Window
 from batchsizer.errors import BatchSizerError
-from batchsizer.loop import ControlLoop, Window
 from batchsizer.policies import make_controller
 from batchsizer.repro.jobs import jobs_for
 from batchsizer.repro.oracle import find_oracle
 from batchsizer.sim import make_sim_device
-from batchsizer.sim.device import SimDevice
 from batchsizer.sim.gpus import GPUS, HOPPER_AVERAGE, get_gpu, override_sensor
 from batchsizer.sim.models import DATASETS, MODELS
 from batchsizer.sim.plant import ModelPlant
+from batchsizer.sim.sim_device import SimDevice
+from batchsizer.testing.scripted import ScriptedDevice
 
 CONTROLLERS = ("adaptive", "batchsizer", "batchdvfs", "dvfs", "aimd")
 FAMILIES = ("paper", "random-caps", "zeus", "synthetic", "sensors", "new-gpus")

@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchsizer.caps import CapSchedule, ConstantCap
+from batchsizer.core.caps import CapSchedule, ConstantCap
 from batchsizer.fleet.allocator import ALLOCATORS, WorkerView, allocate, cap_grid
 from batchsizer.fleet.coordinator import Fleet, FleetOptions, job_key
 from batchsizer.fleet.oracle import best_static_split, static_curve
 from batchsizer.fleet.worker import WorkerConfig
-from batchsizer.records import write_json_atomic
+from batchsizer.io.records import write_json_atomic
 from batchsizer.sim.gpus import get_gpu
 
 MODELS = {"light": "MobV2", "heavy": "Res101"}

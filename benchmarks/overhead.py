@@ -88,13 +88,13 @@ def main() -> None:
     import torch
 
     from batchsizer import ConstantCap, ControlLoop, DynamicBatchStream, Window, make_controller
-    from batchsizer.hw.device import NoMeter, TorchDevice
-    from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml, install_fake_nvml
+    from batchsizer.core.loop import LoopObserver
     from batchsizer.hw.memory import retain_freed_memory
     from batchsizer.hw.nvml import Nvml
     from batchsizer.hw.nvml_meter import NvmlMeter
+    from batchsizer.hw.torch_device import NoMeter, TorchDevice
     from batchsizer.hw.torch_runner import TorchRunner, normalize
-    from batchsizer.loop import LoopObserver
+    from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml, install_fake_nvml
 
     retain = args.allocator == "retain"
     retained = retain_freed_memory() if retain else False

@@ -17,7 +17,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from batchsizer.records import write_json_atomic
+from batchsizer.io.records import write_json_atomic
 from batchsizer.repro.experiment import ExperimentConfig, run_experiment
 
 TARGET_S = 60.0

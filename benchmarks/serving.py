@@ -33,9 +33,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from batchsizer.caps import ConstantCap
+from batchsizer.core.caps import ConstantCap
+from batchsizer.io.records import write_json_atomic
 from batchsizer.policies import make_controller
-from batchsizer.records import write_json_atomic
 from batchsizer.serve.batcher import Arrival, BatcherConfig, VirtualSource
 from batchsizer.serve.engine import ServingEngine
 from batchsizer.sim import make_sim_device

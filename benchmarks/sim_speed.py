@@ -1,6 +1,6 @@
 """Speed of the simulated GPU through the real control loop: simulated images per wall second.
 
-Each case runs a whole job (``--items`` images) through :class:`batchsizer.loop.ControlLoop` on a
+Each case runs a whole job (``--items`` images) through :class:`batchsizer.core.loop.ControlLoop` on a
 simulated device, and the same job on the analytic :class:`ScriptedDevice` as the baseline (the
 loop's own cost with an almost free device), best of ``--rounds``. Target: a 10,000-image job on
 sim:p40 in well under a second of wall time, even at batch size 1 (10,000 batches).
@@ -17,9 +17,9 @@ from pathlib import Path
 
 
 def _job(make_device, controller: str, cap: float, items: int, **opts):
-    from batchsizer.batching import DynamicBatchStream
-    from batchsizer.caps import ConstantCap
-    from batchsizer.loop import ControlLoop, Window
+    from batchsizer.core.batching import DynamicBatchStream
+    from batchsizer.core.caps import ConstantCap
+    from batchsizer.core.loop import ControlLoop, Window
     from batchsizer.policies import make_controller
 
     device = make_device()
@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path("benchmarks/sim_speed.json"))
     args = ap.parse_args()
 
-    from batchsizer.devices import ScriptedDevice
     from batchsizer.sim import make_sim_device
+    from batchsizer.testing.scripted import ScriptedDevice
 
     def scripted():
         return ScriptedDevice(lambda b, c: 0.004 + 0.0012 * b, lambda b, c: 60.0 + 24.0 * b**0.5, prep_s=0.002)

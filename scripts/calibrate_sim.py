@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from batchsizer.shared_data import DataUnavailable
+from batchsizer.io.shared_data import DataUnavailable
 from batchsizer.sim.calibrate import format_report, job_table, paper_checks, run_all
 
 

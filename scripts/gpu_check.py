@@ -68,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def open_workload(args: argparse.Namespace, model: str, meter: Any) -> Any:
+    from batchsizer.core.workloads import WorkloadOptions
     from batchsizer.hw.workload import open_real_workload
-    from batchsizer.workloads import WorkloadOptions
 
     # read-only: this script must never change the card's settings (controllers move the batch size only)
     opts = WorkloadOptions(device=args.device, model=model, items=10**9, half=args.half, extra={"read_only": True})
@@ -78,7 +78,7 @@ def open_workload(args: argparse.Namespace, model: str, meter: Any) -> Any:
 
 def close_keeping_meter(w: Any) -> None:
     """Close a workload's device (its NVML handle, the model's memory) but not the meter the check shares."""
-    from batchsizer.hw.device import NoMeter
+    from batchsizer.hw.torch_device import NoMeter
 
     w.device.meter = NoMeter(w.device.name, "detached: the check's shared meter stays open")
     w.device.close()
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from batchsizer.hw.nvml_meter import NvmlMeter
 
     if args.dry_run:
-        from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml, install_fake_nvml
+        from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml, install_fake_nvml
 
         fake_gpu = FakeGpu(update_period_s=0.02)
         install_fake_nvml(FakeNvml([fake_gpu]))
@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from batchsizer.errors import BatchSizerError, ConfigError
     from batchsizer.hw.torch_runner import resolve_name
-    from batchsizer.paths import check_output_file
+    from batchsizer.io.paths import check_output_file
+    from batchsizer.io.records import write_json_atomic
     from batchsizer.policies import CONTROLLERS
-    from batchsizer.records import write_json_atomic
 
     try:  # every mistake in the settings is found now, not minutes into the run
         sizes = parse_int_list(args.sizes, "sizes")

@@ -12,11 +12,11 @@ import math
 
 import pytest
 
+from batchsizer.core.types import Observation, Setting
 from batchsizer.errors import ConfigError
 from batchsizer.policies import make_controller
 from batchsizer.policies.algorithm1 import Algorithm1
 from batchsizer.policies.band_search import BandSearch
-from batchsizer.policies.base import Observation, Setting
 
 
 def obs(size: int, peak: float, cap: float, period: int = 0, samples: int = 5) -> Observation:

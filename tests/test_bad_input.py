@@ -154,7 +154,7 @@ def test_strict_cap_not_met_exits_3_after_flushing(tmp_path: Path) -> None:
     assert "error: cap" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads(js.read_text())
     assert summary["stop_reason"] == "cap-not-met" and summary["cap_not_met"]["excess_w"] > 0
-    from batchsizer.records import read_records
+    from batchsizer.io.records import read_records
 
     assert read_records(rec)["summary"][0]["stop_reason"] == "cap-not-met"
     # without --strict the job runs to the end at the lowest setting and says so
@@ -212,7 +212,7 @@ def test_unwritable_output_is_refused_before_the_job_runs(flag, where, words, tm
 
 def test_output_folders_that_do_not_exist_yet_are_not_made_by_the_check(tmp_path: Path) -> None:
     from batchsizer.errors import ConfigError
-    from batchsizer.paths import check_output_file, check_output_folder
+    from batchsizer.io.paths import check_output_file, check_output_folder
 
     with pytest.raises(ConfigError, match="json: cannot write .*s.json: the folder .*b does not exist"):
         check_output_file(tmp_path / "a" / "b" / "s.json", "json")  # an output file's folder is never made

@@ -13,14 +13,14 @@ import math
 
 import pytest
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.caps import ConstantCap
-from batchsizer.devices import ScriptedDevice
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.caps import ConstantCap
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.types import DeviceKnobs, Observation, Setting
 from batchsizer.errors import ConfigError
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.policies import DEFAULT_BATCH_SIZES, make_controller
-from batchsizer.policies.base import DeviceKnobs, Observation, Setting
 from batchsizer.policies.batchdvfs import BATCHDVFS_SIZES, BatchDvfs
+from batchsizer.testing.scripted import ScriptedDevice
 
 LEVELS = (544, 632, 734, 835, 949, 1063, 1189, 1303, 1430, 1531)
 CAP = 100.0  # band [80, 100]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsizer.batching import DynamicBatchSampler, DynamicBatchStream
+from batchsizer.core.batching import DynamicBatchSampler, DynamicBatchStream
 from batchsizer.errors import ConfigError
 
 sizes_st = st.lists(st.integers(1, 40), min_size=1, max_size=60)

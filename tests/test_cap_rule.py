@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.cap_rule import PEAK, CapJudge, CapRule, judged, over, violations
-from batchsizer.caps import CapSchedule, ConstantCap
-from batchsizer.devices import ScriptedDevice
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.cap_rule import PEAK, CapJudge, CapRule, judged, over, violations
+from batchsizer.core.caps import CapSchedule, ConstantCap
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.telemetry import PowerSample
 from batchsizer.errors import ConfigError
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.policies.static import Static
-from batchsizer.telemetry import PowerSample
+from batchsizer.testing.scripted import ScriptedDevice
 
 S = PowerSample
 TRACE = [S(0.0, 50), S(1.0, 150), S(2.0, 100), S(3.0, 200), S(4.0, 50)]

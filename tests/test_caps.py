@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.caps import CapFile, CapSchedule, ConstantCap, parse_cap_text
-from batchsizer.devices import ScriptedDevice
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.caps import CapFile, CapSchedule, ConstantCap, parse_cap_text
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.errors import ConfigError
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.policies.algorithm1 import Algorithm1
+from batchsizer.testing.scripted import ScriptedDevice
 
 
 def test_constant_cap() -> None:

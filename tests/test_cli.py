@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchsizer.cli import cli
-from batchsizer.records import read_records
+from batchsizer.io.records import read_records
 
 # the paper's controller, pinned (the default may differ); a later --controller overrides it
 SCRIPTED = ["run", "--device", "scripted", "--items", "300", "-q", "--controller", "batchsizer"]
@@ -69,8 +69,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(extra: list[str], field: str) ->
 
 def test_zero_window_seconds_with_batches_off(tmp_path: Path) -> None:
     # "empty window" from the library side: no batches and no seconds
+    from batchsizer.core.loop import Window
     from batchsizer.errors import ConfigError
-    from batchsizer.loop import Window
 
     with pytest.raises(ConfigError, match="^window: "):
         Window(batches=None, seconds=None)
@@ -228,12 +228,12 @@ def test_live_view_renders_in_place_and_summary_table() -> None:
 
     from rich.console import Console
 
-    from batchsizer.batching import DynamicBatchStream
-    from batchsizer.caps import CapSchedule
-    from batchsizer.live import LiveView, power_bar, print_summary, sparkline
-    from batchsizer.loop import ControlLoop, Window
+    from batchsizer.core.batching import DynamicBatchStream
+    from batchsizer.core.caps import CapSchedule
+    from batchsizer.core.loop import ControlLoop, Window
+    from batchsizer.core.workloads import WorkloadOptions, open_workload
     from batchsizer.policies.algorithm1 import Algorithm1
-    from batchsizer.workloads import WorkloadOptions, open_workload
+    from batchsizer.ui.live import LiveView, power_bar, print_summary, sparkline
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=120, color_system="truecolor")
@@ -263,12 +263,12 @@ def test_views_of_a_real_device_job_that_runs_uncapped(view_kind: str, capsys) -
 
     from rich.console import Console
 
-    from batchsizer.batching import DynamicBatchStream
-    from batchsizer.caps import ConstantCap
-    from batchsizer.live import LiveView, PlainLines
-    from batchsizer.loop import ControlLoop, Window
+    from batchsizer.core.batching import DynamicBatchStream
+    from batchsizer.core.caps import ConstantCap
+    from batchsizer.core.loop import ControlLoop, Window
+    from batchsizer.core.workloads import WorkloadOptions, open_workload
     from batchsizer.policies import make_controller
-    from batchsizer.workloads import WorkloadOptions, open_workload
+    from batchsizer.ui.live import LiveView, PlainLines
 
     w = open_workload(WorkloadOptions(device="scripted", items=300))
     w.device.clock.advance(12_000.0)  # a monotonic clock, long after boot

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from batchsizer.core.types import DeviceKnobs, Observation, Setting
 from batchsizer.errors import ConfigError
 from batchsizer.policies import make_controller
 from batchsizer.policies.adaptive import Adaptive, all_sizes
-from batchsizer.policies.base import DeviceKnobs, Observation, Setting
 from batchsizer.policies.safe_model import SafeModel
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.caps import CapSchedule
-from batchsizer.devices import ScriptedDevice
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.caps import CapSchedule
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.types import Observation, Setting
 from batchsizer.errors import ConfigError
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.policies import DeviceKnobs, make_controller
-from batchsizer.policies.base import Observation, Setting
 from batchsizer.policies.dvfs import DvfsSearch
+from batchsizer.testing.scripted import ScriptedDevice
 
 P40 = (544, 632, 734, 835, 949, 1063, 1189, 1303, 1430, 1531)
 # peak power at batch 16 by clock (rises with the clock)

@@ -12,16 +12,17 @@ from collections import Counter
 
 import pytest
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.caps import CapSchedule, ConstantCap
-from batchsizer.devices import ScriptedDevice
-from batchsizer.faults import FaultyMeter, Injection
-from batchsizer.guard import CapWatch, TelemetryGuard
-from batchsizer.loop import ControlLoop, LoopObserver, Window
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.caps import CapSchedule, ConstantCap
+from batchsizer.core.controller import Controller
+from batchsizer.core.guard import CapWatch, TelemetryGuard
+from batchsizer.core.loop import ControlLoop, LoopObserver, Window
+from batchsizer.core.telemetry import PowerMeter, PowerSample, summarize
+from batchsizer.core.types import Decision, Observation, Setting
 from batchsizer.policies import make_controller
-from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.sim import make_sim_device
-from batchsizer.telemetry import PowerMeter, PowerSample, summarize
+from batchsizer.testing.faults import FaultyMeter, Injection
+from batchsizer.testing.scripted import ScriptedDevice
 
 GUARD_KIND = {
     "error": "telemetry_error",

@@ -10,7 +10,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the fleet extra (ray) is not installed: pip install 'batchsizer[fleet]'")
 
-from batchsizer.caps import CapSchedule, ConstantCap  # noqa: E402
+from batchsizer.core.caps import CapSchedule, ConstantCap  # noqa: E402
 from batchsizer.fleet.backend import LocalBackend, RayBackend  # noqa: E402
 from batchsizer.fleet.coordinator import Fleet, FleetObserver, FleetOptions, job_key  # noqa: E402
 from batchsizer.fleet.worker import WorkerConfig  # noqa: E402

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from batchsizer.errors import ConfigError
-from batchsizer.hw import fake_nvml
-from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
 from batchsizer.hw.gpu_cap import GpuLimitCap
 from batchsizer.hw.nvml import Nvml
+from batchsizer.testing import fake_nvml
+from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_a_failed_read_keeps_the_last_cap(gpu, monkeypatch) -> None:
 def test_the_loop_follows_a_limit_changed_during_the_job(gpu) -> None:
     """Through the control loop: the period after the change is decided under the new limit."""
     from batchsizer import ControlLoop, DynamicBatchStream, Window, make_controller
-    from batchsizer.devices import ScriptedDevice
-    from batchsizer.loop import LoopObserver
+    from batchsizer.core.loop import LoopObserver
+    from batchsizer.testing.scripted import ScriptedDevice
 
     fake, handle = gpu
     device = ScriptedDevice(time_fn=lambda b, c: 0.001 * b + 0.002, power_fn=lambda b, c: 100.0 + 2.0 * b)

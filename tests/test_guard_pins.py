@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 
-from batchsizer.guard import CapWatch, Fault, Reading, TelemetryGuard
-from batchsizer.policies.base import Controller, Decision, Observation, Setting
-from batchsizer.telemetry import PowerWindow, ScriptedMeter, empty_window
+from batchsizer.core.controller import Controller
+from batchsizer.core.guard import CapWatch, CheckedReadings, Fault, TelemetryGuard
+from batchsizer.core.telemetry import PowerWindow, empty_window
+from batchsizer.core.types import Decision, Observation, Setting
+from batchsizer.testing.scripted import ScriptedMeter
 
 #: what each scripted setting draws (W); a period's peak is that
 PEAK_W = {1: 84.0, 4: 108.0, 16: 156.0}
@@ -48,15 +50,15 @@ class Periods:
     def good(self, cap_w: float, peak_w: float | None = None, fresh: int = 20) -> Decision:
         peak = PEAK_W[self.setting.batch_size] if peak_w is None else peak_w
         t = float(self.n)
-        reading = Reading(PowerWindow(t, t + 1.0, peak, peak, peak, 20), [], [], fresh=fresh)
+        reading = CheckedReadings(PowerWindow(t, t + 1.0, peak, peak, peak, 20), [], [], fresh=fresh)
         return self._step(self._obs(cap_w, peak), reading)
 
     def bad(self, cap_w: float) -> Decision:
         t = float(self.n)
         fault = Fault("sampler_dead", "no new power reading")
-        return self._step(self._obs(cap_w, math.nan), Reading(empty_window(t, t + 1.0), [], [fault]))
+        return self._step(self._obs(cap_w, math.nan), CheckedReadings(empty_window(t, t + 1.0), [], [fault]))
 
-    def _step(self, obs: Observation, reading: Reading) -> Decision:
+    def _step(self, obs: Observation, reading: CheckedReadings) -> Decision:
         decision = self.guard.decide(self.controller, obs, reading)
         self.setting = decision.setting
         self.n += 1

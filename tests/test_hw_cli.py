@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchsizer.cli import cli
-from batchsizer.hw import fake_nvml
-from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
+from batchsizer.testing import fake_nvml
+from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml
 
 
 def run(*args: str):
@@ -115,7 +115,7 @@ def cpu_without_rapl(monkeypatch):
     """The cpu device with no readable power meter, whatever this machine has."""
     pytest.importorskip("torchvision")
     from batchsizer.hw import workload
-    from batchsizer.hw.device import NoMeter
+    from batchsizer.hw.torch_device import NoMeter
 
     monkeypatch.setattr(workload, "cpu_meter", lambda: NoMeter("cpu", "test: no RAPL"))
 
@@ -130,7 +130,7 @@ def test_checkpoint_is_loaded_and_channels_last_used(cpu_without_rapl, tmp_path:
 
     from batchsizer.hw.torch_runner import TorchRunner
     from batchsizer.hw.workload import SyntheticInput
-    from batchsizer.outputs import read_outputs
+    from batchsizer.io.outputs import read_outputs
 
     torch.manual_seed(7)
     model = mobilenet_v3_small(weights=None).eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchsizer.batching import DynamicBatchStream
+from batchsizer.core.batching import DynamicBatchStream
 from batchsizer.errors import ConfigError
 from batchsizer.hw.images import BadImageError, ImageBatcher, decode, list_image_folder, write_synthetic_folder
 
@@ -82,9 +82,9 @@ def test_bad_folders(tmp_path: Path) -> None:
 
 def test_real_workload_over_an_image_folder(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from batchsizer.hw.device import NoMeter
+    from batchsizer.core.workloads import WorkloadOptions
+    from batchsizer.hw.torch_device import NoMeter
     from batchsizer.hw.workload import open_real_workload
-    from batchsizer.workloads import WorkloadOptions
 
     solid_folder(tmp_path, 10)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
@@ -194,7 +194,7 @@ def _run_cli(*args: str):
 
 def test_cli_skip_counts_marks_and_resumes_without_losing_or_repeating(tmp_path: Path) -> None:
     pytest.importorskip("torchvision")
-    from batchsizer.outputs import read_outputs
+    from batchsizer.io.outputs import read_outputs
 
     root = tmp_path / "imgs"
     items, bad, _ = folder_with_bad_files(root)
@@ -223,8 +223,8 @@ def test_cli_skip_counts_marks_and_resumes_without_losing_or_repeating(tmp_path:
 
 def test_cli_stop_exits_2_naming_the_file_with_outputs_and_records_flushed(tmp_path: Path) -> None:
     pytest.importorskip("torchvision")
-    from batchsizer.outputs import read_outputs
-    from batchsizer.records import iter_records
+    from batchsizer.io.outputs import read_outputs
+    from batchsizer.io.records import iter_records
 
     root = tmp_path / "imgs"
     items, bad, _ = folder_with_bad_files(root)

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from batchsizer.errors import ConfigError, PermissionDeniedError, TelemetryError, UnsupportedError
-from batchsizer.hw import fake_nvml
 from batchsizer.hw.actuators import GpuActuators
-from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
 from batchsizer.hw.gpu import gpu_info, spread_levels
 from batchsizer.hw.nvml import Nvml
 from batchsizer.hw.nvml_meter import NvmlMeter, measure_update_period
+from batchsizer.testing import fake_nvml
+from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml
 
 
 @pytest.fixture

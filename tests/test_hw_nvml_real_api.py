@@ -1,6 +1,6 @@
 """The fake NVML must not drift from the real ``pynvml`` (nvidia-ml-py) that runs on GPUs.
 
-Every test of the NVML layer talks to :mod:`batchsizer.hw.fake_nvml`; these tests hold that fake
+Every test of the NVML layer talks to :mod:`batchsizer.testing.fake_nvml`; these tests hold that fake
 to the real module's names, constants, call signatures and error type, and run the real module
 on this machine (no NVIDIA driver here) to check what a user without a GPU is told.
 """
@@ -15,8 +15,8 @@ from types import ModuleType
 import pytest
 
 from batchsizer.errors import UnsupportedError
-from batchsizer.hw import fake_nvml
 from batchsizer.hw.nvml import Nvml
+from batchsizer.testing import fake_nvml
 
 real: ModuleType = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (pip install -e '.[test]')")
 

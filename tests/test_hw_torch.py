@@ -10,15 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from batchsizer import ConstantCap, ControlLoop, DynamicBatchStream, Window, make_controller  # noqa: E402
+from batchsizer.core.loop import LoopObserver  # noqa: E402
+from batchsizer.core.workloads import WorkloadOptions, open_workload  # noqa: E402
 from batchsizer.errors import ConfigError  # noqa: E402
-from batchsizer.hw.device import NoMeter  # noqa: E402
-from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 from batchsizer.hw.nvml import Nvml  # noqa: E402
 from batchsizer.hw.nvml_meter import NvmlMeter  # noqa: E402
+from batchsizer.hw.torch_device import NoMeter  # noqa: E402
 from batchsizer.hw.torch_runner import TorchRunner, parse_device  # noqa: E402
 from batchsizer.hw.workload import open_real_workload  # noqa: E402
-from batchsizer.loop import LoopObserver  # noqa: E402
-from batchsizer.workloads import WorkloadOptions, open_workload  # noqa: E402
+from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 from tiny_models import LoadedGpu, run_on_fake_gpu, tiny_cnn  # noqa: E402
 
 
@@ -199,9 +199,9 @@ def test_a_card_that_refuses_a_clock_leaves_adaptive_with_the_batch_size(monkeyp
     """Clocks offered (the process looks permitted) but NVML refuses the change (a container, a
     card without clock control): adaptive goes on with the batch size alone, says so once, and the
     job completes; dvfs, which needs the clock, stops with the device's error."""
+    from batchsizer.core.loop import LoopObserver
     from batchsizer.errors import PermissionDeniedError
     from batchsizer.hw.gpu import CudaDevice
-    from batchsizer.loop import LoopObserver
 
     load = LoadedGpu(260.0, can_set=False)
     gpu = load.gpu

@@ -8,21 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.cap_rule import CapJudge
-from batchsizer.caps import CapSchedule, ConstantCap
-from batchsizer.devices import ScriptedDevice
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.cap_rule import CapJudge
+from batchsizer.core.caps import CapSchedule, ConstantCap
+from batchsizer.core.controller import Controller
+from batchsizer.core.guard import TelemetryGuard
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.telemetry import PowerSample, SampleBuffer, summarize
+from batchsizer.core.types import Decision, Observation, Setting
 from batchsizer.errors import ConfigError, PermissionDeniedError
-from batchsizer.faults import FaultyMeter, Injection
-from batchsizer.guard import TelemetryGuard
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.io.recorder import JobRecorder
+from batchsizer.io.records import RecordWriter, read_records
 from batchsizer.policies import make_controller
 from batchsizer.policies.algorithm1 import Algorithm1
-from batchsizer.policies.base import Controller, Decision, Observation, Setting
 from batchsizer.policies.static import Static
-from batchsizer.recorder import JobRecorder
-from batchsizer.records import RecordWriter, read_records
-from batchsizer.telemetry import PowerSample, SampleBuffer, ScriptedMeter, summarize
+from batchsizer.testing.faults import FaultyMeter, Injection
+from batchsizer.testing.scripted import ScriptedDevice, ScriptedMeter
 
 S = PowerSample
 TRACE = [S(0.0, 50), S(1.0, 150), S(2.0, 100), S(3.0, 200), S(4.0, 50)]

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
-from batchsizer.batching import Batch, DynamicBatchStream
-from batchsizer.caps import CapSchedule, ConstantCap
-from batchsizer.devices import BatchOutcome, ScriptedDevice
+from batchsizer.core.batching import Batch, DynamicBatchStream
+from batchsizer.core.caps import CapSchedule, ConstantCap
+from batchsizer.core.controller import Controller
+from batchsizer.core.device import BatchOutcome
+from batchsizer.core.loop import ControlLoop, LoopObserver, Window
+from batchsizer.core.types import Decision, Observation, Setting
 from batchsizer.errors import DeviceError, OutOfMemoryError
-from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.policies import make_controller
-from batchsizer.policies.base import Controller, Decision, Observation, Setting
+from batchsizer.testing.scripted import ScriptedDevice
 
 
 class SmallMemory(ScriptedDevice):

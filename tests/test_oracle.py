@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from batchsizer.devices import ScriptedDevice
+from batchsizer.core.types import Setting
 from batchsizer.errors import ConfigError
-from batchsizer.policies.base import Setting
+from batchsizer.io.shared_data import DataUnavailable
 from batchsizer.policies.static import Static
-from batchsizer.repro.devices import open_job_device, sim_factory
+from batchsizer.repro.job_devices import open_job_device, sim_factory
 from batchsizer.repro.jobs import Job, jobs_for
 from batchsizer.repro.methods import MethodContext, get_method
 from batchsizer.repro.oracle import (
@@ -25,7 +25,7 @@ from batchsizer.repro.oracle import (
 )
 from batchsizer.repro.runner import Plan, execute
 from batchsizer.repro.sweep import Profile, SweepConfig
-from batchsizer.shared_data import DataUnavailable
+from batchsizer.testing.scripted import ScriptedDevice
 
 LEVELS = (600, 1000, 1400)
 

@@ -12,12 +12,12 @@ torch = pytest.importorskip("torch")
 
 from batchsizer import ConstantCap, ControlLoop, DynamicBatchStream, Window, make_controller  # noqa: E402
 from batchsizer.cli.commands.profile import run_profile  # noqa: E402
+from batchsizer.core.loop import LoopObserver  # noqa: E402
+from batchsizer.core.workloads import WorkloadOptions  # noqa: E402
 from batchsizer.errors import DeviceError, OutOfMemoryError  # noqa: E402
-from batchsizer.hw.device import NoMeter  # noqa: E402
+from batchsizer.hw.torch_device import NoMeter  # noqa: E402
 from batchsizer.hw.torch_runner import TorchRunner, normalize  # noqa: E402
 from batchsizer.hw.workload import open_real_workload  # noqa: E402
-from batchsizer.loop import LoopObserver  # noqa: E402
-from batchsizer.workloads import WorkloadOptions  # noqa: E402
 from tiny_models import TINY_CNN_SOURCE, tiny_cnn  # noqa: E402
 
 CUDA_OOM = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
@@ -148,7 +148,7 @@ def test_the_command_goes_on_and_every_output_is_written(tmp_path) -> None:
     from click.testing import CliRunner
 
     from batchsizer.cli import cli
-    from batchsizer.outputs import read_outputs
+    from batchsizer.io.outputs import read_outputs
 
     (tmp_path / "net.py").write_text(TINY_CNN_SOURCE + SMALL_MEMORY_SUBCLASS)
     out, js = tmp_path / "o.jsonl", tmp_path / "s.json"

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchsizer.cli import cli
-from batchsizer.records import read_records
+from batchsizer.io.records import read_records
 
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
@@ -42,9 +42,9 @@ def _check_png(path: Path, min_w: int, min_h: int) -> tuple[int, int]:
 def served(tmp_path_factory):
     """A server's records from the real writer: the serving engine on a simulated A100's virtual time,
     a light load then an overload (so admission refuses some), through ServeRecorder."""
-    from batchsizer.caps import ConstantCap
+    from batchsizer.core.caps import ConstantCap
+    from batchsizer.io.records import RecordWriter
     from batchsizer.policies import make_controller
-    from batchsizer.records import RecordWriter
     from batchsizer.serve.batcher import Arrival, BatcherConfig, VirtualSource
     from batchsizer.serve.engine import ServingEngine
     from batchsizer.serve.records import ServeRecorder
@@ -95,7 +95,7 @@ def test_serve_records_hold_each_periods_latency(served) -> None:
 
 
 def test_plot_of_serve_records_draws_the_latency_against_the_slo(served, tmp_path: Path) -> None:
-    from batchsizer.plotting import load_trace
+    from batchsizer.ui.plotting import load_trace
 
     path, _ = served
     reqs = read_records(path)["requests"]
@@ -119,7 +119,7 @@ def test_plot_of_serve_records_draws_the_latency_against_the_slo(served, tmp_pat
 def test_the_latency_panel_draws_the_slo_and_the_periods(served) -> None:
     import matplotlib.pyplot as plt
 
-    from batchsizer.plotting import _latency, load_trace
+    from batchsizer.ui.plotting import _latency, load_trace
 
     tr = load_trace(served[0])
     fig, ax = plt.subplots()
@@ -136,10 +136,10 @@ def test_a_real_server_writes_requests_lines(tmp_path: Path) -> None:
     pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, httpx) is not installed")
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("uvicorn")
-    from batchsizer.caps import ConstantCap
+    from batchsizer.core.caps import ConstantCap
+    from batchsizer.core.workloads import WorkloadOptions
     from batchsizer.serve.loadgen import _tiny_png
     from batchsizer.serve.server import ServeOptions, ThreadedServer
-    from batchsizer.workloads import WorkloadOptions
 
     rec = tmp_path / "serve.jsonl"
     opts = ServeOptions(WorkloadOptions(device="sim:a100", model="res50", dataset="imagenet"), ConstantCap(250),
@@ -177,8 +177,8 @@ def test_fleet_ticks_hold_each_gpus_power(fleet_dir: Path) -> None:
 
 
 def test_plot_of_a_fleet_draws_the_budget_split(fleet_dir: Path, tmp_path: Path) -> None:
-    from batchsizer.plotting import records_kind
-    from batchsizer.plotting_fleet import load_fleet
+    from batchsizer.ui.plotting import records_kind
+    from batchsizer.ui.plotting_fleet import load_fleet
 
     path = fleet_dir / "fleet.jsonl"
     assert records_kind(path) == records_kind(fleet_dir) == "fleet"
@@ -203,7 +203,7 @@ def test_plot_of_a_fleet_draws_the_budget_split(fleet_dir: Path, tmp_path: Path)
 
 
 def test_a_fleet_file_cut_mid_line_draws_its_complete_ticks(fleet_dir: Path, tmp_path: Path) -> None:
-    from batchsizer.plotting_fleet import load_fleet
+    from batchsizer.ui.plotting_fleet import load_fleet
 
     text = (fleet_dir / "fleet.jsonl").read_text()
     lines = text.splitlines(keepends=True)

@@ -66,7 +66,7 @@ def test_records_with_wrong_field_types_name_the_line_and_the_field(tmp_path: Pa
 
 
 def test_a_resumed_job_continues_the_time_axis_with_no_line_joining_the_runs(tmp_path: Path) -> None:
-    from batchsizer.plotting import load_trace
+    from batchsizer.ui.plotting import load_trace
 
     # two runs in one file, each on a clock that starts at 0 (as a simulated job's does)
     rec = _lines(tmp_path / "r.jsonl", _job(3) + _job(2))
@@ -81,7 +81,7 @@ def test_a_resumed_job_continues_the_time_axis_with_no_line_joining_the_runs(tmp
 def test_a_long_job_is_drawn_as_a_band_that_keeps_the_peaks(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from batchsizer.plotting import BAND_COLUMNS, MAX_POWER_POINTS, JobTrace, _power
+    from batchsizer.ui.plotting import BAND_COLUMNS, MAX_POWER_POINTS, JobTrace, _power
 
     n = 5 * MAX_POWER_POINTS
     t = [0.01 * i for i in range(n)]
@@ -100,7 +100,7 @@ def test_a_long_job_is_drawn_as_a_band_that_keeps_the_peaks(tmp_path: Path) -> N
 def test_a_job_of_one_control_period_has_a_throughput_line(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from batchsizer.plotting import _throughput, load_trace
+    from batchsizer.ui.plotting import _throughput, load_trace
 
     tr = load_trace(_lines(tmp_path / "r.jsonl", _job(3)))
     fig, ax = plt.subplots()
@@ -111,8 +111,8 @@ def test_a_job_of_one_control_period_has_a_throughput_line(tmp_path: Path) -> No
 
 
 def test_the_tail_of_a_job_is_in_its_records_and_plots(tmp_path: Path) -> None:
-    from batchsizer.plotting import load_trace
-    from batchsizer.records import read_records
+    from batchsizer.io.records import read_records
+    from batchsizer.ui.plotting import load_trace
 
     rec = tmp_path / "r.jsonl"
     assert invoke("run", "-q", "--items", "2500", "--records", str(rec)).exit_code == 0
@@ -129,7 +129,7 @@ def test_a_job_under_a_rolling_mean_rule_draws_what_the_rule_judges(tmp_path: Pa
     import matplotlib.pyplot as plt
 
     from batchsizer.cli import cli
-    from batchsizer.plotting import _power, load_trace
+    from batchsizer.ui.plotting import _power, load_trace
 
     rec = tmp_path / "j.jsonl"
     r = CliRunner().invoke(cli, ["run", "-q", "--items", "800", "--cap-rule", "avg:1", "--records", str(rec)])

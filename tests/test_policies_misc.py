@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from batchsizer.core.types import Observation, Setting
 from batchsizer.errors import ConfigError
 from batchsizer.policies import CONTROLLERS, Controller, Decision, DeviceKnobs, make_controller, register
 from batchsizer.policies.aimd import Aimd
-from batchsizer.policies.base import Observation, Setting
 from batchsizer.policies.static import Static
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from batchsizer.errors import ConfigError
-from batchsizer.records import RecordWriter, iter_records, read_records, write_json_atomic
+from batchsizer.io.records import RecordWriter, iter_records, read_records, write_json_atomic
 
 
 def _write_some(path: Path, n: int) -> list[dict]:
@@ -48,7 +48,7 @@ def test_killed_writer_leaves_every_complete_line(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        from batchsizer.records import RecordWriter
+        from batchsizer.io.records import RecordWriter
         w = RecordWriter({str(path)!r})
         i = 0
         while True:
@@ -139,7 +139,7 @@ def test_write_json_atomic_killed_mid_write(tmp_path: Path) -> None:
     write_json_atomic(p, {"gen": -1})
     script = textwrap.dedent(
         f"""
-        from batchsizer.records import write_json_atomic
+        from batchsizer.io.records import write_json_atomic
         print("go", flush=True)
         for gen in range(100000):
             write_json_atomic({str(p)!r}, {{"gen": gen, "blob": ["y" * 50] * 2000}})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchsizer.outputs import read_outputs
+from batchsizer.io.outputs import read_outputs
 
 BATCHSIZER = [sys.executable, "-m", "batchsizer"]
 ITEMS = 60_000
@@ -77,7 +77,7 @@ def test_kill_and_resume_many_times_loses_and_repeats_nothing(tmp_path: Path) ->
     done = subprocess.run(run_args(out, "--resume"), capture_output=True, timeout=60)
     assert done.returncode == 0 and b"nothing to do" in done.stdout
     # records from all runs stay readable
-    from batchsizer.records import read_records
+    from batchsizer.io.records import read_records
 
     assert len(read_records(records)["job"]) >= 2
 
@@ -100,7 +100,7 @@ def test_sigterm_flushes_records_summary_and_json(tmp_path: Path) -> None:
     assert summary["stop_reason"] == "SIGTERM" and summary["interrupted"]
     _, items = read_outputs(out)
     assert 0 < summary["items"] == len(items) < 400_000
-    from batchsizer.records import read_records
+    from batchsizer.io.records import read_records
 
     recs = read_records(rec)
     assert recs["summary"][0]["stop_reason"] == "SIGTERM"
@@ -121,13 +121,13 @@ def test_resume_rejects_a_different_job_and_refuses_to_overwrite(tmp_path: Path)
 
 def test_resume_through_torch_on_cpu_gives_the_same_predictions(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from batchsizer.batching import DynamicBatchStream
-    from batchsizer.caps import ConstantCap
+    from batchsizer.core.batching import DynamicBatchStream
+    from batchsizer.core.caps import ConstantCap
+    from batchsizer.core.loop import ControlLoop, Window
+    from batchsizer.core.workloads import WorkloadOptions
     from batchsizer.hw import workload
-    from batchsizer.loop import ControlLoop, Window
-    from batchsizer.outputs import OutputWriter, job_identity, prepare_outputs
+    from batchsizer.io.outputs import OutputWriter, job_identity, prepare_outputs
     from batchsizer.policies import make_controller
-    from batchsizer.workloads import WorkloadOptions
     from tiny_models import tiny_cnn
 
     opts = WorkloadOptions(device="cpu", model="tiny", items=120, seed=3, extra={"input_size": 32})
@@ -137,7 +137,7 @@ def test_resume_through_torch_on_cpu_gives_the_same_predictions(tmp_path: Path) 
         import threading
 
         start = prepare_outputs(path, ident, resume)
-        from batchsizer.telemetry import ScriptedMeter
+        from batchsizer.testing.scripted import ScriptedMeter
 
         meter = ScriptedMeter(0.01, fn=lambda t: 40.0)  # this machine may have no RAPL; the cap is not the point
         meter._next_t = time.monotonic()

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from batchsizer.caps import ConstantCap
+from batchsizer.core.caps import ConstantCap
 from batchsizer.policies import make_controller
 from batchsizer.serve.admission import admit, predict_latency
 from batchsizer.serve.batcher import Arrival, BatcherConfig, VirtualSource
@@ -118,8 +118,8 @@ fastapi = pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvi
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
+from batchsizer.core.workloads import WorkloadOptions  # noqa: E402
 from batchsizer.serve.server import ServeOptions, ThreadedServer  # noqa: E402
-from batchsizer.workloads import WorkloadOptions  # noqa: E402
 
 
 def _png(color=(200, 10, 10)) -> bytes:
@@ -304,7 +304,7 @@ def test_sigterm_answers_everything_queued_and_exits_0(tmp_path):
 
 
 def test_realtime_sim_device_waits_the_simulated_time():
-    from batchsizer.batching import Batch
+    from batchsizer.core.batching import Batch
     from batchsizer.serve.realtime import RealtimeSimDevice
 
     sim = make_sim_device("p40", "res152", "imagenet", host_scale=0.1)

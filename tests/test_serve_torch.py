@@ -11,9 +11,9 @@ pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
 PIL = pytest.importorskip("PIL", reason="pillow is not installed")
 httpx = pytest.importorskip("httpx")
 
-from batchsizer.caps import ConstantCap  # noqa: E402
+from batchsizer.core.caps import ConstantCap  # noqa: E402
+from batchsizer.core.workloads import WorkloadOptions  # noqa: E402
 from batchsizer.serve.server import ServeOptions, ThreadedServer  # noqa: E402
-from batchsizer.workloads import WorkloadOptions  # noqa: E402
 from tiny_models import TINY_CNN_SOURCE  # noqa: E402
 
 

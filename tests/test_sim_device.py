@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from batchsizer.batching import Batch, DynamicBatchStream
-from batchsizer.caps import ConstantCap
+from batchsizer.core.batching import Batch, DynamicBatchStream
+from batchsizer.core.caps import ConstantCap
+from batchsizer.core.loop import ControlLoop, LoopObserver, Window
 from batchsizer.errors import ConfigError, UnsupportedError
-from batchsizer.loop import ControlLoop, LoopObserver, Window
 from batchsizer.policies import make_controller
 from batchsizer.sim import GPU_NAMES, make_sim_device
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchsizer.batching import Batch
+from batchsizer.core.batching import Batch
 from batchsizer.errors import ConfigError
-from batchsizer.shared_data import DataUnavailable, data_dir
+from batchsizer.io.shared_data import DataUnavailable, data_dir
 from batchsizer.sim.table_plant import SAMPLES_PER_EPOCH, load_rows, make_table_device, make_table_plant
 
 

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchsizer.cli import cli as main
+from batchsizer.core.workloads import WorkloadOptions, open_workload
 from batchsizer.errors import ConfigError
-from batchsizer.workloads import WorkloadOptions, open_workload
 
 
 def test_open_each_gpu_and_paper_names():

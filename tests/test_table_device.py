@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from batchsizer.batching import Batch
 from batchsizer.cli import cli
+from batchsizer.core.batching import Batch
+from batchsizer.core.types import Setting
+from batchsizer.core.workloads import WorkloadOptions, open_workload
 from batchsizer.errors import ConfigError, UnsupportedError
-from batchsizer.policies.base import Setting
 from batchsizer.sim.table_plant import TableDevice, open_table_device, parse_table_name
-from batchsizer.workloads import WorkloadOptions, open_workload
 
 HEADER = "batch_size,throughput,mean_w,peak_w,idle_w"
 #: (batch, items/s, mean W, peak W): throughput and power rise with the batch size

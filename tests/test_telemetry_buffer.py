@@ -8,7 +8,7 @@ from collections import deque
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchsizer.telemetry import SampleBuffer
+from batchsizer.core.telemetry import SampleBuffer
 
 
 def _reference(times: list[float], watts: list[float], start: float, end: float) -> list[tuple[float, float]]:

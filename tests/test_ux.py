@@ -168,7 +168,7 @@ def test_json_written_with_the_users_umask(tmp_path: Path) -> None:
 
 
 def test_job_record_has_the_cap_as_a_number_and_events_have_times(tmp_path: Path) -> None:
-    from batchsizer.records import read_records
+    from batchsizer.io.records import read_records
 
     rec = tmp_path / "r.jsonl"
     result = run("run", "-q", "--items", "2000", "--cap-schedule", "0:200,3:150", "--records", str(rec))
@@ -184,10 +184,10 @@ def test_job_record_has_the_cap_as_a_number_and_events_have_times(tmp_path: Path
 
 
 def test_rejected_cap_file_content_is_an_event_in_the_records(tmp_path: Path) -> None:
-    from batchsizer.caps import CapFile
     from batchsizer.cli.commands.run import _CapFileRejects
-    from batchsizer.recorder import JobRecorder
-    from batchsizer.records import RecordWriter, read_records
+    from batchsizer.core.caps import CapFile
+    from batchsizer.io.recorder import JobRecorder
+    from batchsizer.io.records import RecordWriter, read_records
 
     cap = tmp_path / "cap.txt"
     cap.write_text("200\n")
@@ -277,7 +277,7 @@ def test_profile_shows_a_progress_bar_naming_the_point_with_an_estimate() -> Non
 
     from batchsizer.cli.commands.profile import ProfileProgress, run_profile
     from batchsizer.cli.options import make_workload_options
-    from batchsizer.workloads import open_workload
+    from batchsizer.core.workloads import open_workload
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from batchsizer.hw.fake_nvml import FakeGpu, FakeNvml
+from batchsizer.testing.fake_nvml import FakeGpu, FakeNvml
 
 
 def tiny_cnn(classes: int = 10) -> torch.nn.Module:

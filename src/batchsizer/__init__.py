@@ -4,11 +4,11 @@ The core (batching, telemetry interfaces, controllers, the control loop, the sim
 CLI) needs no torch; real inference lives in :mod:`batchsizer.hw` behind the ``torch`` extra.
 """
 
-from batchsizer.batching import DynamicBatchSampler, DynamicBatchStream
-from batchsizer.caps import CapFile, CapSchedule, ConstantCap
-from batchsizer.clock import VirtualClock, WallClock
+from batchsizer.core.batching import DynamicBatchSampler, DynamicBatchStream
+from batchsizer.core.caps import CapFile, CapSchedule, ConstantCap
+from batchsizer.core.clock import VirtualClock, WallClock
+from batchsizer.core.loop import ControlLoop, Window
 from batchsizer.errors import BatchSizerError, ConfigError
-from batchsizer.loop import ControlLoop, Window
 from batchsizer.policies import Observation, Setting, make_controller
 
 __all__ = [

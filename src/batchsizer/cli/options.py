@@ -9,13 +9,13 @@ from typing import Any, TypeVar
 
 import click
 
-from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
+from batchsizer.core.caps import CapFile, CapSchedule, CapSource, ConstantCap
+from batchsizer.core.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
 from batchsizer.errors import ConfigError
 from batchsizer.hw.model_source import is_model_reference
-from batchsizer.paths import check_output_file, is_stdout
+from batchsizer.io.paths import check_output_file, is_stdout
 from batchsizer.policies import CONTROLLERS, DEFAULT_CONTROLLER
 from batchsizer.policies.base import check_sizes
-from batchsizer.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchsizer.caps import CapSource
+from batchsizer.core.caps import CapSource
 from batchsizer.errors import ConfigError
 from batchsizer.fleet.accounting import BudgetAccount
 from batchsizer.fleet.allocator import Allocation, WorkerView, allocate, concave_envelope, curve_at

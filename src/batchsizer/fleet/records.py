@@ -1,4 +1,4 @@
-"""A fleet's records, outputs and live lines (the figure of the budget split: :mod:`batchsizer.plotting_fleet`).
+"""A fleet's records, outputs and live lines (the figure of the budget split: :mod:`batchsizer.ui.plotting_fleet`).
 
 Records (``--records DIR``): ``DIR/fleet.jsonl`` has one ``tick`` line per tick (budget, each
 GPU's cap, the sum of power, each GPU's mean power ``power_w``), ``allocation`` and ``event``
@@ -19,8 +19,8 @@ import click
 from batchsizer.errors import ConfigError
 from batchsizer.fleet.allocator import Allocation
 from batchsizer.fleet.coordinator import FleetObserver
-from batchsizer.outputs import cut_partial_line, placeholder_output
-from batchsizer.records import RecordWriter
+from batchsizer.io.outputs import cut_partial_line, placeholder_output
+from batchsizer.io.records import RecordWriter
 
 
 class FleetRecorder(FleetObserver):
@@ -128,6 +128,6 @@ def read_fleet_outputs(path: Path, identity: dict[str, Any]) -> dict[str, set[in
 def plot_fleet(records: Path, out_dir: Path, dpi: int = 120) -> list[Path]:
     """``budget.png`` (what ``batchsizer plot`` draws of a fleet's records): each GPU's cap stacked under
     the budget with the sum of power, and each GPU's cap and power."""
-    from batchsizer.plotting_fleet import plot_fleet_records  # matplotlib loads only here
+    from batchsizer.ui.plotting_fleet import plot_fleet_records  # matplotlib loads only here
 
     return plot_fleet_records(records, out_dir, dpi)

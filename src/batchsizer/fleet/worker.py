@@ -2,7 +2,7 @@
 
 :class:`FleetWorker` is a plain class; the coordinator drives it in the same process or wrapped as
 a Ray actor (``ray.remote(num_cpus=0)(FleetWorker)``), with the same calls. Its
-:class:`~batchsizer.loop.ControlLoop` runs in a thread of the worker and pulls item ids from the
+:class:`~batchsizer.core.loop.ControlLoop` runs in a thread of the worker and pulls item ids from the
 chunks leased to it. That item stream is the gate of the lockstep: before the first item of each
 batch it looks at the device's virtual clock, and once the clock has reached the boundary the
 coordinator set, the loop waits there until :meth:`FleetWorker.advance` moves the boundary on.
@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsizer.batching import Batch, DynamicBatchStream
-from batchsizer.devices import BatchOutcome
+from batchsizer.core.batching import Batch, DynamicBatchStream
+from batchsizer.core.device import BatchOutcome
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.summary import Summary
+from batchsizer.core.types import Setting
 from batchsizer.fleet.allocator import Measured, cap_grid, measured_curve
 from batchsizer.fleet.queue import Chunk
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.policies import make_controller
-from batchsizer.policies.base import Setting
-from batchsizer.summary import Summary
 
 #: decisions the telemetry guard takes when the readings are bad
 BAD_READING = ("hold-bad-reading", "fallback-bad-reading")
@@ -58,7 +58,7 @@ class WorkerConfig:
     rule_window_s: float = 0.0
     #: virtual time at which the power sensor stops publishing readings (a fault), if any
     sensor_fails_at: float | None = None
-    #: this worker's JSON Lines records (see batchsizer.records), if any
+    #: this worker's JSON Lines records (see batchsizer.io.records), if any
     records: str | None = None
     host_scale: float = 1.0
 
@@ -99,7 +99,7 @@ class FleetWorker:
         device = make_sim_device(cfg.gpu, cfg.model, cfg.dataset, seed=cfg.seed, host_scale=cfg.host_scale)
         self.gpu = device.gpu
         if cfg.sensor_fails_at is not None:
-            from batchsizer.faults import FaultyMeter, Injection
+            from batchsizer.testing.faults import FaultyMeter, Injection
 
             device.meter = FaultyMeter(device.meter, [Injection("dead", cfg.sensor_fails_at)])
         self.device = device
@@ -108,14 +108,14 @@ class FleetWorker:
         controller = make_controller(cfg.controller, device.knobs, **cfg.controller_options)
         observers: list[LoopObserver] = [_Watch(self)]
         if cfg.records:
-            from batchsizer.recorder import JobRecorder
-            from batchsizer.records import RecordWriter
+            from batchsizer.io.recorder import JobRecorder
+            from batchsizer.io.records import RecordWriter
 
             Path(cfg.records).parent.mkdir(parents=True, exist_ok=True)
             observers.append(JobRecorder(RecordWriter(cfg.records), extra={"fleet_worker": cfg.name}))
         kwargs: dict[str, Any] = {}
         if cfg.rule_window_s > 0 and _loop_takes("cap_rule"):
-            from batchsizer.cap_rule import CapRule  # type: ignore[import-not-found]
+            from batchsizer.core.cap_rule import CapRule  # type: ignore[import-not-found]
 
             kwargs["cap_rule"] = CapRule(cfg.rule_window_s)
         self.controller = controller

@@ -10,12 +10,12 @@ import contextlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from batchsizer.core.types import DeviceKnobs
 from batchsizer.errors import DeviceError, UnsupportedError
 from batchsizer.hw.actuators import GpuActuators, settings_permission
-from batchsizer.hw.device import TorchDevice
 from batchsizer.hw.nvml import Gpu, Nvml, PowerLimits
 from batchsizer.hw.nvml_meter import NvmlMeter
-from batchsizer.policies.base import DeviceKnobs
+from batchsizer.hw.torch_device import TorchDevice
 
 #: at most this many clock levels are offered to controllers (evenly spread, ends included)
 MAX_CLOCK_LEVELS = 16

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from batchsizer.caps import check_cap
+from batchsizer.core.caps import check_cap
 from batchsizer.errors import DeviceError
 from batchsizer.hw.nvml import Gpu
 

@@ -1,7 +1,7 @@
 """A real image pipeline: an ImageFolder-layout folder decoded and resized by worker processes.
 
 The items are (path, class) pairs in a fixed order; :class:`ImageBatcher` is the ``prepare`` of a
-:class:`~batchsizer.batching.DynamicBatchStream`, which hands it each batch's items (any size) and
+:class:`~batchsizer.core.batching.DynamicBatchStream`, which hands it each batch's items (any size) and
 gets back one uint8 NCHW array. ``Pool.map`` keeps the order, and the stream slices the item list,
 so every image is decoded exactly once and batches come out in order while the size moves. With
 the stream's prefetch the decoding of the next batches overlaps the device's work.
@@ -33,12 +33,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from batchsizer.batching import Batch
-from batchsizer.devices import BatchOutcome
+from batchsizer.core.batching import Batch
+from batchsizer.core.device import BatchOutcome
+from batchsizer.core.loop import LoopObserver
+from batchsizer.core.summary import Summary
+from batchsizer.core.types import Setting
 from batchsizer.errors import ConfigError
-from batchsizer.loop import LoopObserver
-from batchsizer.policies.base import Setting
-from batchsizer.summary import Summary
 
 log = logging.getLogger(__name__)
 

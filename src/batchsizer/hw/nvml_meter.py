@@ -14,10 +14,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-from batchsizer.clock import Clock
+from batchsizer.core.clock import Clock
 from batchsizer.errors import DeviceError, UnsupportedError
 from batchsizer.hw.nvml import Gpu
-from batchsizer.hw.sampler import Reading, SampledMeter, TransientReadError
+from batchsizer.hw.sampler import InstantReading, SampledMeter, TransientReadError
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class NvmlMeter(SampledMeter):
         if start:
             self.start()
 
-    def _read_both(self) -> Reading:
+    def _read_both(self) -> InstantReading:
         try:
             watts = self._power_fn()
             joules = self.gpu.total_energy_j() if self.has_energy_counter else None

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchsizer.clock import Clock
+from batchsizer.core.clock import Clock
 from batchsizer.errors import PermissionDeniedError, TelemetryError, UnsupportedError
-from batchsizer.hw.sampler import Reading, SampledMeter, TransientReadError
+from batchsizer.hw.sampler import InstantReading, SampledMeter, TransientReadError
 
 POWERCAP = Path("/sys/class/powercap")
 
@@ -85,7 +85,7 @@ class RaplMeter(SampledMeter):
         if start:
             self.start()
 
-    def _read(self) -> Reading:
+    def _read(self) -> InstantReading:
         now = self.clock.now()
         raw = [d.read_uj() for d in self.domains]
         if self._last is None:

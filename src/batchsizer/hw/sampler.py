@@ -13,14 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from batchsizer.clock import Clock, WallClock
+from batchsizer.core.clock import Clock, WallClock
+from batchsizer.core.telemetry import PowerMeter, PowerSample, SampleBuffer
 from batchsizer.errors import DeviceError, TelemetryError
-from batchsizer.telemetry import PowerMeter, PowerSample, SampleBuffer
 
 log = logging.getLogger(__name__)
 
 #: (watts or None, energy counter in joules or None) read at one instant
-Reading = tuple[float | None, float | None]
+InstantReading = tuple[float | None, float | None]
 
 
 class TransientReadError(TelemetryError):
@@ -55,7 +55,7 @@ class SampledMeter(PowerMeter):
 
     def __init__(
         self,
-        read: Callable[[], Reading],
+        read: Callable[[], InstantReading],
         *,
         poll_s: float,
         clock: Clock | None = None,

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from batchsizer.core.telemetry import PowerMeter
+from batchsizer.core.workloads import Workload, WorkloadOptions
 from batchsizer.errors import DeviceError
-from batchsizer.hw.device import NoMeter, TorchDevice
 from batchsizer.hw.model_source import DEFAULT_INPUT_SIDE, load_model
+from batchsizer.hw.torch_device import NoMeter, TorchDevice
 from batchsizer.hw.torch_runner import TorchRunner, check_device_available, parse_device, torch_module
-from batchsizer.telemetry import PowerMeter
-from batchsizer.workloads import Workload, WorkloadOptions
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from batchsizer.batching import check_batch_size
+from batchsizer.core.batching import check_batch_size
 from batchsizer.errors import ConfigError
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from batchsizer.batching import check_batch_size
+from batchsizer.core.batching import check_batch_size
 from batchsizer.errors import ConfigError
 from batchsizer.policies.band_search import BandSearch, BandSearchController, start_position
 from batchsizer.policies.base import Setting, check_alpha, check_sizes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchsizer.batching import check_batch_size
+from batchsizer.core.batching import check_batch_size
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 
 

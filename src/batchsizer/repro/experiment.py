@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchsizer.errors import ConfigError
-from batchsizer.repro.devices import get_factory, open_job_device
+from batchsizer.repro.job_devices import get_factory, open_job_device
 from batchsizer.repro.jobs import PAPER_ITEMS, Job, check_gpu, figure_jobs, jobs_for
 from batchsizer.repro.methods import DEFAULT_METHODS, MethodContext, get_method, parse_methods
 from batchsizer.repro.oracle import device_sizes

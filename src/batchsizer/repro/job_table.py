@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from batchsizer.errors import BatchSizerError, ConfigError
-from batchsizer.repro.devices import is_table_name
+from batchsizer.repro.job_devices import is_table_name
 from batchsizer.repro.jobs import GPU_RANGE_W, Job
 
 REQUIRED = ("model", "dataset", "cap_w")

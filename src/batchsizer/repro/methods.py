@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from batchsizer.core.types import DeviceKnobs
 from batchsizer.errors import ConfigError
 from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, make_controller
-from batchsizer.policies.base import DeviceKnobs
 from batchsizer.policies.static import Static
 from batchsizer.repro.jobs import Job
 from batchsizer.repro.runner import Plan

@@ -71,15 +71,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.cap_rule import PEAK, CapRule
-from batchsizer.cap_rule import over as over_cap
-from batchsizer.caps import ConstantCap
-from batchsizer.devices import Device, ScriptedDevice
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.cap_rule import PEAK, CapRule
+from batchsizer.core.cap_rule import over as over_cap
+from batchsizer.core.caps import ConstantCap
+from batchsizer.core.device import Device
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.types import Setting
 from batchsizer.errors import ConfigError
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
-from batchsizer.policies.base import Setting
 from batchsizer.policies.static import Static
+from batchsizer.testing.scripted import ScriptedDevice
 
 #: the simulator's batch sizes: every whole number 1..256
 SIM_SIZES: tuple[int, ...] = tuple(range(1, 257))
@@ -277,7 +278,7 @@ class _Judge(LoopObserver):
     """Stops a check after the first control period with a judged value over the cap, and keeps the highest.
 
     It reads what the loop judged (``PeriodRecord.judged``: the readings under ``peak``, their
-    trailing mean under ``avg:S``, by :func:`batchsizer.cap_rule.judged`), so the check and the
+    trailing mean under ``avg:S``, by :func:`batchsizer.core.cap_rule.judged`), so the check and the
     summary cannot disagree; each value counts where its hold overlaps the period, as the summary's."""
 
     def __init__(self, cap_w: float, rule: CapRule, stop: threading.Event | None) -> None:

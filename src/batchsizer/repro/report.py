@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchsizer.errors import ConfigError
-from batchsizer.paths import check_output_folder, umask_mode
-from batchsizer.records import write_json_atomic
+from batchsizer.io.paths import check_output_folder, umask_mode
+from batchsizer.io.records import write_json_atomic
 from batchsizer.repro.experiment import ExperimentResult, JobOutcome, aggregate, spread
 
 

@@ -1,6 +1,6 @@
 """One run: a job under its cap, driven by one method's controller through the real control loop.
 
-Every method, the sweeps behind the oracle included, goes through :class:`~batchsizer.loop.ControlLoop`
+Every method, the sweeps behind the oracle included, goes through :class:`~batchsizer.core.loop.ControlLoop`
 on a fresh device, with the same sensor and the same cap, and is scored from what the loop saw.
 
 Metrics (all on the device's virtual clock):
@@ -28,15 +28,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchsizer.batching import Batch, DynamicBatchStream
-from batchsizer.cap_rule import PEAK, CapRule
-from batchsizer.cap_rule import over as over_cap
-from batchsizer.caps import ConstantCap
-from batchsizer.devices import BatchOutcome, Device
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
-from batchsizer.policies.base import Controller, Setting
+from batchsizer.core.batching import Batch, DynamicBatchStream
+from batchsizer.core.cap_rule import PEAK, CapRule
+from batchsizer.core.cap_rule import over as over_cap
+from batchsizer.core.caps import ConstantCap
+from batchsizer.core.controller import Controller
+from batchsizer.core.device import BatchOutcome, Device
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.summary import Summary
+from batchsizer.core.types import Setting
 from batchsizer.repro.jobs import Job
-from batchsizer.summary import Summary
 
 #: a period is "in band" when its throughput is within this fraction of the steady throughput
 SETTLE_TOLERANCE = 0.10

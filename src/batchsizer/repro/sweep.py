@@ -15,11 +15,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchsizer.cap_rule import CapRule
+from batchsizer.core.cap_rule import CapRule
+from batchsizer.core.types import Setting
 from batchsizer.errors import BatchSizerError
-from batchsizer.policies.base import DEFAULT_BATCH_SIZES, Setting
+from batchsizer.policies.base import DEFAULT_BATCH_SIZES
 from batchsizer.policies.static import Static
-from batchsizer.repro.devices import DeviceFactory, open_job_device
+from batchsizer.repro.job_devices import DeviceFactory, open_job_device
 from batchsizer.repro.jobs import Job
 from batchsizer.repro.oracle import OracleResult, OracleSearch
 from batchsizer.repro.runner import Plan, execute
@@ -51,7 +52,7 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
-class Point:
+class MeasuredSetting:
     """One measured static setting."""
 
     batch_size: int
@@ -73,7 +74,7 @@ class Profile:
     cap_w: float
     seed: int
     #: the oracle's setting, with the whole job's measured throughput, highest judged reading and mean power
-    oracle: Point | None = None
+    oracle: MeasuredSetting | None = None
     oracle_clean: bool = False
     #: the oracle setting's noiseless throughput estimate
     oracle_estimate: float = math.nan
@@ -85,7 +86,7 @@ class Profile:
     oracle_checks: int = 0
     oracle_wall_s: float = 0.0
     best_paper_size: int = 1
-    hw: list[Point] = field(default_factory=list)
+    hw: list[MeasuredSetting] = field(default_factory=list)
     best_hw_size: int = 1
     hw_limit_w: float | None = None
     hw_note: str = ""
@@ -103,7 +104,7 @@ def measure(
     clock: int | None,
     cfg: SweepConfig,
     power_limit_w: float | None = None,
-) -> Point:
+) -> MeasuredSetting:
     """A short static run at (size, clock), with the card's power limit if given."""
     device = open_job_device(factory, job, seed)
     plan = Plan(Static(size, clock), power_limit_w)
@@ -116,7 +117,7 @@ def measure(
     if s.worst_overshoot_w > 0:
         peak = max(peak, job.cap_w + s.worst_overshoot_w)
     mean = s.energy_j / s.duration_s if s.duration_s > 0 else math.nan
-    return Point(size, clock, s.throughput, peak, mean, power_limit_w)
+    return MeasuredSetting(size, clock, s.throughput, peak, mean, power_limit_w)
 
 
 def hw_limit_for(job: Job) -> tuple[float, str]:
@@ -134,11 +135,11 @@ def hw_limit_for(job: Job) -> tuple[float, str]:
     return job.cap_w, ""
 
 
-def oracle_point(result: OracleResult) -> Point | None:
+def oracle_point(result: OracleResult) -> MeasuredSetting | None:
     s: Setting | None = result.setting
     if s is None:
         return None
-    return Point(s.batch_size, s.clock_mhz, result.throughput, result.peak_w, result.mean_w, s.power_limit_w)
+    return MeasuredSetting(s.batch_size, s.clock_mhz, result.throughput, result.peak_w, result.mean_w, s.power_limit_w)
 
 
 def profile_job(

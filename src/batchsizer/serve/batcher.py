@@ -3,8 +3,8 @@
 :class:`Batcher` holds the waiting requests, decides admission and the current size cap
 (min(the power controller's size, the latency limit)), and forms a batch when the cap is reached or
 the oldest request has waited ``max_wait_s``. Two sources feed its batches to
-:class:`batchsizer.loop.ControlLoop`, which iterates them like a
-:class:`~batchsizer.batching.DynamicBatchStream` and sets their ``batch_size`` to the controller's
+:class:`batchsizer.core.loop.ControlLoop`, which iterates them like a
+:class:`~batchsizer.core.batching.DynamicBatchStream` and sets their ``batch_size`` to the controller's
 size: :class:`RealtimeSource` blocks on a condition until a batch forms (the HTTP server), and
 :class:`VirtualSource` plays a list of arrival times on a simulated device's virtual clock (the
 benchmark), so both run the same queue, admission and size-cap code.
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchsizer.batching import Batch, check_batch_size
-from batchsizer.clock import Clock
+from batchsizer.core.batching import Batch, check_batch_size
+from batchsizer.core.clock import Clock
 from batchsizer.errors import ConfigError
 from batchsizer.serve.admission import Verdict, admit, predict_latency
 from batchsizer.serve.latency import RateEstimate, ServiceModel, latency_limit

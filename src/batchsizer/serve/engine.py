@@ -1,4 +1,4 @@
-"""The serving engine: the one control loop (:class:`batchsizer.loop.ControlLoop`) iterating a
+"""The serving engine: the one control loop (:class:`batchsizer.core.loop.ControlLoop`) iterating a
 request queue, with the power controller's size bounded by the latency limit.
 
 The loop is used as it is: its batch source is a :class:`~batchsizer.serve.batcher.RealtimeSource`
@@ -25,14 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from batchsizer.batching import Batch
-from batchsizer.cap_rule import CapJudge
-from batchsizer.caps import CapSource, check_cap
-from batchsizer.devices import BatchOutcome, Device
-from batchsizer.loop import ControlLoop, LoopObserver, PeriodRecord, Window
-from batchsizer.policies.base import Controller, Decision, Observation, Setting
+from batchsizer.core.batching import Batch
+from batchsizer.core.cap_rule import CapJudge
+from batchsizer.core.caps import CapSource, check_cap
+from batchsizer.core.controller import Controller
+from batchsizer.core.device import BatchOutcome, Device
+from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
+from batchsizer.core.summary import Summary
+from batchsizer.core.types import Decision, Observation, Setting
 from batchsizer.serve.batcher import Answer, Batcher, BatcherConfig, RealtimeSource, Request
-from batchsizer.summary import Summary
 
 #: the controller's size may be at most this many times the largest batch that ran in the period
 GROWTH = 2.0

@@ -1,7 +1,7 @@
 """Ray Serve: a deployment whose ``@serve.batch`` size cap is moved at run time by the power controller.
 
 Ray forms the batches (``max_batch_size`` or ``batch_wait_timeout_s``, whichever first); each batch
-goes to the replica's one control loop (:class:`batchsizer.loop.ControlLoop`, in a thread), which runs
+goes to the replica's one control loop (:class:`batchsizer.core.loop.ControlLoop`, in a thread), which runs
 it on the device, reads the meter each period, and lets the controller decide. Where a batch job's
 loop sets its stream's batch size, this source calls ``set_max_batch_size`` on the batched method
 with min(the controller's size, the latency limit learned from the batches that ran), so Ray's next
@@ -22,9 +22,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from batchsizer.batching import Batch
-from batchsizer.caps import ConstantCap
-from batchsizer.loop import ControlLoop, LoopObserver, Window
+from batchsizer.core.batching import Batch
+from batchsizer.core.caps import ConstantCap
+from batchsizer.core.loop import ControlLoop, LoopObserver, Window
 from batchsizer.policies import DEFAULT_CONTROLLER, make_controller
 from batchsizer.serve.batcher import Batcher, BatcherConfig, PowerSizedSource
 from batchsizer.serve.engine import ServingController

@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any
 
-from batchsizer.batching import Batch
-from batchsizer.devices import BatchOutcome, Device
+from batchsizer.core.batching import Batch
+from batchsizer.core.device import BatchOutcome, Device
 from batchsizer.errors import ConfigError
 
 
@@ -36,7 +36,7 @@ class _MappedClock:
 
 
 class RealtimeSimDevice(Device):
-    """Wraps a :class:`~batchsizer.sim.device.SimDevice` so its batches take real time."""
+    """Wraps a :class:`~batchsizer.sim.sim_device.SimDevice` so its batches take real time."""
 
     def __init__(self, inner: Any, time_scale: float = 1.0) -> None:
         if not (isinstance(time_scale, (int, float)) and 0 < time_scale <= 1000):

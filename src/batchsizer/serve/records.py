@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchsizer.batching import Batch
-from batchsizer.devices import BatchOutcome
-from batchsizer.loop import PeriodRecord
-from batchsizer.policies.base import Setting
-from batchsizer.recorder import JobRecorder
+from batchsizer.core.batching import Batch
+from batchsizer.core.device import BatchOutcome
+from batchsizer.core.loop import PeriodRecord
+from batchsizer.core.summary import Summary
+from batchsizer.core.types import Setting
+from batchsizer.io.recorder import JobRecorder
 from batchsizer.serve.engine import ServingEngine, percentile
-from batchsizer.summary import Summary
 
 
 def _ms(sorted_s: list[float], q: float) -> float | None:

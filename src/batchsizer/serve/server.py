@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsizer.caps import CapSource
-from batchsizer.devices import Device
+from batchsizer.core.caps import CapSource
+from batchsizer.core.device import Device
+from batchsizer.core.loop import LoopObserver, Window
+from batchsizer.core.summary import Summary
+from batchsizer.core.workloads import WorkloadOptions, device_kind
 from batchsizer.errors import ConfigError
-from batchsizer.loop import LoopObserver, Window
+from batchsizer.io.records import RecordWriter, write_json_atomic
 from batchsizer.policies import DEFAULT_CONTROLLER, make_controller
-from batchsizer.records import RecordWriter, write_json_atomic
 from batchsizer.serve.batcher import BatcherConfig
 from batchsizer.serve.engine import ServingEngine
 from batchsizer.serve.records import ServeRecorder
-from batchsizer.summary import Summary
-from batchsizer.workloads import WorkloadOptions, device_kind
 
 
 @dataclass
@@ -87,7 +87,7 @@ def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
         device = RealtimeSimDevice(inner, opts.time_scale)
         return device, None, {"device": f"sim:{rest}", "simulated": True, **inner.plant.describe()}
     if kind in ("cpu", "cuda"):
-        from batchsizer.workloads import open_workload
+        from batchsizer.core.workloads import open_workload
 
         workload = open_workload(w)
         from batchsizer.serve.torch_model import TopKRunner, stack_images
@@ -113,7 +113,7 @@ def open_serving(opts: ServeOptions, observers: list[LoopObserver] | None = None
 
             caps = GpuLimitCap(device.gpu)  # type: ignore[attr-defined]
         if not getattr(device.meter, "available", True):
-            from batchsizer.hw.device import Uncapped, uncapped_note
+            from batchsizer.hw.torch_device import Uncapped, uncapped_note
 
             note = uncapped_note(device.meter, cap_given=opts.cap_given, controller=opts.controller)
             info["note"] = note
@@ -197,7 +197,7 @@ def run_server(opts: ServeOptions, sock: socket.socket) -> None:
     import click
     import uvicorn
 
-    from batchsizer.live import print_summary
+    from batchsizer.ui.live import print_summary
 
     serving = open_serving(opts)
     host, port = sock.getsockname()[:2]

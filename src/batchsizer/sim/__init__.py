@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchsizer.sim.device import SimDevice
 from batchsizer.sim.gpus import GPUS, HOPPER_AVERAGE, HOPPER_INSTANT, GpuSpec, SensorSpec, get_gpu
 from batchsizer.sim.models import DATASETS, MODELS, get_dataset, get_model
 from batchsizer.sim.plant import ModelPlant, steady_state
+from batchsizer.sim.sim_device import SimDevice
 
 GPU_NAMES: tuple[str, ...] = tuple(GPUS)
 MODEL_NAMES: tuple[str, ...] = tuple(m.abbr for m in MODELS.values())

@@ -13,7 +13,7 @@ Run ``python scripts/calibrate_sim.py`` (or ``batchsizer calibrate``). Four part
 4. The paper's statements on the P40, and the 20 jobs of Table 2: compute-phase power at each
    batch size against each job's cap.
 
-Needs ``shared/data`` for parts 1-3 (found with :func:`batchsizer.shared_data.data_dir`).
+Needs ``shared/data`` for parts 1-3 (found with :func:`batchsizer.io.shared_data.data_dir`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from batchsizer.shared_data import data_dir
+from batchsizer.io.shared_data import data_dir
 from batchsizer.sim.gpus import GPUS
 from batchsizer.sim.models import DATASETS, MODELS, get_dataset, get_model
 from batchsizer.sim.plant import CONTENTION_PER_DOUBLING, compute_power, compute_time, half_batch, steady_state

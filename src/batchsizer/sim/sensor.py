@@ -15,8 +15,8 @@ from __future__ import annotations
 import bisect
 import math
 
+from batchsizer.core.telemetry import PowerMeter, PowerSample
 from batchsizer.sim.gpus import SensorSpec
-from batchsizer.telemetry import PowerMeter, PowerSample
 
 _MASK = (1 << 64) - 1
 

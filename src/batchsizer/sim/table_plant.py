@@ -1,7 +1,7 @@
 """A measured table played back as the GPU: ``--device table:PATH.csv[:SELECTOR]`` and ``sim:zeus-...``.
 
 :class:`TablePlant` turns the rows of a :class:`~batchsizer.sim.tables.MeasuredTable` into one
-batch's phases for :class:`~batchsizer.sim.device.SimDevice` (virtual time, the NVML-like sensor,
+batch's phases for :class:`~batchsizer.sim.sim_device.SimDevice` (virtual time, the NVML-like sensor,
 the true-power reference meter, per-batch variation), so a table device runs through the same loop
 and records as every other device. A row is played as:
 
@@ -31,12 +31,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from batchsizer.core.types import DeviceKnobs, Setting
 from batchsizer.errors import ConfigError, UnsupportedError
-from batchsizer.policies.base import DeviceKnobs, Setting
-from batchsizer.shared_data import data_dir
-from batchsizer.sim.device import SimDevice
+from batchsizer.io.shared_data import data_dir
 from batchsizer.sim.gpus import GPUS, GpuSpec, SensorSpec
 from batchsizer.sim.plant import BatchCost
+from batchsizer.sim.sim_device import SimDevice
 from batchsizer.sim.tables import SAMPLES_PER_EPOCH, MeasuredTable, TableRow, read_table
 
 __all__ = [
@@ -77,7 +77,7 @@ TABLE_GPUS: dict[str, GpuSpec] = {"v100": GPUS["v100"], "a40": A40}
 
 
 @dataclass(frozen=True, slots=True)
-class _Point:
+class _SizeCost:
     """A setting at one batch size: seconds per batch, mean, peak and idle power, host phase."""
 
     batch_s: float
@@ -87,12 +87,12 @@ class _Point:
     host_s: float
 
 
-def _mix(a: _Point, b: _Point, x: float) -> _Point:
+def _mix(a: _SizeCost, b: _SizeCost, x: float) -> _SizeCost:
     def lerp(u: float, v: float) -> float:
         return u + x * (v - u)
 
     idle = None if a.idle_w is None or b.idle_w is None else lerp(a.idle_w, b.idle_w)
-    return _Point(lerp(a.batch_s, b.batch_s), lerp(a.mean_w, b.mean_w), lerp(a.peak_w, b.peak_w), idle,
+    return _SizeCost(lerp(a.batch_s, b.batch_s), lerp(a.mean_w, b.mean_w), lerp(a.peak_w, b.peak_w), idle,
                   lerp(a.host_s, b.host_s))
 
 
@@ -169,7 +169,7 @@ class TablePlant:
             return None if None in have else self.clocks[-1]
         return self.clock_mhz
 
-    def _in_group(self, rows: Sequence[TableRow], batch: int) -> _Point:
+    def _in_group(self, rows: Sequence[TableRow], batch: int) -> _SizeCost:
         lo, hi = self.size_range
         b = min(max(batch, lo), hi)
         sizes = [r.batch for r in rows]
@@ -186,7 +186,7 @@ class TablePlant:
             p = replace(p, batch_s=p.batch_s / hi * batch, host_s=p.host_s / hi * batch)
         return p  # below the range: the smallest row's batch, as if padded to it
 
-    def point(self, batch: int) -> _Point:
+    def point(self, batch: int) -> _SizeCost:
         """The current setting at ``batch``: interpolated in size, and in the limit between measured ones."""
         clock = self._clock_key()
         limits, lim = self.limits, self.limit_w
@@ -238,8 +238,8 @@ class TablePlant:
         return d
 
 
-def _row_point(r: TableRow) -> _Point:
-    return _Point(r.batch_s, r.mean_w, r.peak_w, r.idle_w, r.host_s or 0.0)
+def _row_point(r: TableRow) -> _SizeCost:
+    return _SizeCost(r.batch_s, r.mean_w, r.peak_w, r.idle_w, r.host_s or 0.0)
 
 
 class TableDevice(SimDevice):

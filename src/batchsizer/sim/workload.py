@@ -1,4 +1,4 @@
-"""``sim:*`` device names to a ready :class:`~batchsizer.workloads.Workload` on the simulated GPU.
+"""``sim:*`` device names to a ready :class:`~batchsizer.core.workloads.Workload` on the simulated GPU.
 
 ``sim:p40`` (also ``sim:v100``, ``sim:a100``, ``sim:h100``; bare ``sim`` is the P40) runs
 ``opts.model`` on ``opts.dataset`` through the analytic plant; ``sim:zeus-v100:shufflenetv2``
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchsizer.core.workloads import Workload, WorkloadOptions
 from batchsizer.errors import ConfigError
 from batchsizer.sim import GPU_NAMES, make_sim_device
 from batchsizer.sim.gpus import override_sensor
-from batchsizer.workloads import Workload, WorkloadOptions
 
 
 def sensor_overrides(opts: WorkloadOptions) -> dict[str, float | None]:

@@ -14,7 +14,7 @@ from batchsizer.cli.options import path_option
 @path_option("--json", "json_path", "Also write the numbers as JSON.")
 def command(json_path: Path | None) -> None:
     """Fit the simulated GPUs to ../shared/data (NVML sensor files, Zeus tables) and the paper; print the errors."""
-    from batchsizer.shared_data import DataUnavailable
+    from batchsizer.io.shared_data import DataUnavailable
     from batchsizer.sim.calibrate import format_report, job_table, paper_checks, run_all
 
     try:
@@ -24,6 +24,6 @@ def command(json_path: Path | None) -> None:
         result = {"paper": paper_checks(), "jobs": job_table()}
     click.echo(format_report(result))
     if json_path is not None:
-        from batchsizer.records import write_json_atomic
+        from batchsizer.io.records import write_json_atomic
 
         write_json_atomic(json_path, json.loads(json.dumps(result, default=float)))

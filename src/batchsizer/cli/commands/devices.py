@@ -10,7 +10,7 @@ import click
 
 from batchsizer.cli.options import path_option
 from batchsizer.errors import DeviceError
-from batchsizer.records import write_json_atomic
+from batchsizer.io.records import write_json_atomic
 
 SIM_DEVICES = "sim:p40, sim:v100, sim:a100, sim:h100"
 

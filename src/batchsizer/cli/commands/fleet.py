@@ -8,15 +8,15 @@ from typing import Any
 import click
 
 from batchsizer.cli.options import make_cap_source, path_option
-from batchsizer.config import config_option
 from batchsizer.errors import ConfigError
+from batchsizer.io.config import config_option
 from batchsizer.policies import CONTROLLERS, DEFAULT_CONTROLLER
 
 
 def _rule_window(text: str) -> float:
     """``peak`` -> 0, ``avg:S`` -> S (the project's CapRule where it exists, the same syntax otherwise)."""
     try:
-        from batchsizer.cap_rule import CapRule  # type: ignore[import-not-found]
+        from batchsizer.core.cap_rule import CapRule  # type: ignore[import-not-found]
 
         return float(CapRule.parse(text).window_s)
     except ModuleNotFoundError:
@@ -92,7 +92,7 @@ def command(**kw: Any) -> None:
     from batchsizer.fleet.records import FleetOutputs, FleetPrinter, FleetRecorder, plot_fleet, read_fleet_outputs
     from batchsizer.fleet.spec import job_items, load_fleet_file, parse_gpu
     from batchsizer.fleet.worker import WorkerConfig
-    from batchsizer.records import write_json_atomic
+    from batchsizer.io.records import write_json_atomic
 
     if kw["items"] < 1:
         raise ConfigError("items", f"must be at least 1, got {kw['items']}")

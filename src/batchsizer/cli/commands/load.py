@@ -42,7 +42,7 @@ def command(**kw: Any) -> None:
     Prints one row per rate: offered and achieved rate, goodput (answers within --slo-ms per second),
     p50/p95/p99, rejected (503) and failed requests.
     """
-    from batchsizer.records import write_json_atomic
+    from batchsizer.io.records import write_json_atomic
     from batchsizer.serve.loadgen import load_images, sweep
 
     rates = parse_rates(kw["rate"])

@@ -33,7 +33,7 @@ def command(records: Path, out: Path | None, dpi: int) -> None:
 
     A file of none of these kinds, or an empty one, is an error (exit 2).
     """
-    from batchsizer.plotting import check_dpi, plot_file  # matplotlib loads only for this command
+    from batchsizer.ui.plotting import check_dpi, plot_file  # matplotlib loads only for this command
 
     check_dpi(dpi)
     target = out if out is not None else records.with_name(f"{records.stem}-plots")

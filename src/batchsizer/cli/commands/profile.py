@@ -21,14 +21,14 @@ from typing import Any
 import click
 from rich.console import Console
 
-from batchsizer.batching import DynamicBatchStream
 from batchsizer.cli.options import make_workload_options, parse_int_list, path_option, workload_options
-from batchsizer.clock import VirtualClock
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.clock import VirtualClock
+from batchsizer.core.telemetry import measure
+from batchsizer.core.workloads import Workload, open_workload
 from batchsizer.errors import ConfigError, OutOfMemoryError, PermissionDeniedError, UnsupportedError
-from batchsizer.paths import is_stdout
-from batchsizer.records import write_json_atomic
-from batchsizer.telemetry import measure
-from batchsizer.workloads import Workload, open_workload
+from batchsizer.io.paths import is_stdout
+from batchsizer.io.records import write_json_atomic
 
 #: seconds of nothing running over which a real device's idle power is measured (for --csv)
 IDLE_S = 0.6

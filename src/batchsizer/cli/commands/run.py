@@ -8,9 +8,7 @@ from typing import Any
 
 import click
 
-from batchsizer.batching import DynamicBatchStream
-from batchsizer.cap_rule import CapRule
-from batchsizer.caps import CapFile, CapSource, check_cap
+from batchsizer.cli.interrupt import StopOnSignal
 from batchsizer.cli.options import (
     REAL_KINDS,
     cap_options,
@@ -23,20 +21,23 @@ from batchsizer.cli.options import (
     warn_unused_controller_options,
     workload_options,
 )
-from batchsizer.config import config_option
+from batchsizer.core.batching import DynamicBatchStream
+from batchsizer.core.cap_rule import CapRule
+from batchsizer.core.caps import CapFile, CapSource, check_cap
+from batchsizer.core.controller import Controller
+from batchsizer.core.guard import board_limit_w
+from batchsizer.core.loop import ControlLoop, LoopObserver, Window
+from batchsizer.core.summary import Summary
+from batchsizer.core.workloads import Workload, device_kind, open_workload
 from batchsizer.errors import BatchSizerError, ConfigError
-from batchsizer.guard import board_limit_w
-from batchsizer.interrupt import StopOnSignal
-from batchsizer.live import close_view, make_view, print_summary
-from batchsizer.loop import ControlLoop, LoopObserver, Window
-from batchsizer.outputs import PLACEHOLDER_KINDS, OutputWriter, cut_partial_line, job_identity, prepare_outputs
-from batchsizer.paths import is_stdout
+from batchsizer.io.config import config_option
+from batchsizer.io.outputs import PLACEHOLDER_KINDS, OutputWriter, cut_partial_line, job_identity, prepare_outputs
+from batchsizer.io.paths import is_stdout
+from batchsizer.io.recorder import JobRecorder, describe_cap
+from batchsizer.io.records import RecordWriter, write_json_atomic
 from batchsizer.policies import make_controller
-from batchsizer.policies.base import Controller, check_alpha
-from batchsizer.recorder import JobRecorder, describe_cap
-from batchsizer.records import RecordWriter, write_json_atomic
-from batchsizer.summary import Summary
-from batchsizer.workloads import Workload, device_kind, open_workload
+from batchsizer.policies.base import check_alpha
+from batchsizer.ui.live import close_view, make_view, print_summary
 
 #: exit code when --strict stops a job whose cap cannot be met (130/143: stopped by SIGINT/SIGTERM)
 EXIT_CAP_NOT_MET = 3
@@ -177,8 +178,8 @@ def _check_meter_first(kw: dict[str, Any]) -> None:
     readings cannot run without it, and that should not take a model load to find out."""
     if device_kind(kw["device"]) != "cpu":
         return
-    from batchsizer.hw.device import NoMeter, uncapped_note
     from batchsizer.hw.rapl import rapl_status
+    from batchsizer.hw.torch_device import NoMeter, uncapped_note
 
     _, reason = rapl_status()
     if reason is None:
@@ -208,7 +209,7 @@ def _setup(
         caps = GpuLimitCap(device.gpu)  # type: ignore[attr-defined]
     unmetered = None
     if not getattr(device.meter, "available", True):  # a real CPU without readable RAPL
-        from batchsizer.hw.device import Uncapped, uncapped_note
+        from batchsizer.hw.torch_device import Uncapped, uncapped_note
 
         cap_given = any(kw[k] is not None for k in ("cap", "cap_schedule", "cap_file"))
         unmetered = uncapped_note(device.meter, cap_given=cap_given, controller=kw["controller"])

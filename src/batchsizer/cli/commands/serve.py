@@ -17,10 +17,10 @@ from batchsizer.cli.options import (
     path_option,
     workload_options,
 )
+from batchsizer.core.loop import Window
+from batchsizer.core.workloads import device_kind
 from batchsizer.errors import ConfigError
-from batchsizer.loop import Window
 from batchsizer.policies.base import check_alpha
-from batchsizer.workloads import device_kind
 
 DEFAULT_CAP_W = 200.0
 

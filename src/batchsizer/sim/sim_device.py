@@ -18,11 +18,11 @@ import math
 import random
 from typing import Any, Protocol
 
-from batchsizer.batching import Batch
-from batchsizer.clock import VirtualClock
-from batchsizer.devices import BatchOutcome, Device
+from batchsizer.core.batching import Batch
+from batchsizer.core.clock import VirtualClock
+from batchsizer.core.device import BatchOutcome, Device
+from batchsizer.core.types import DeviceKnobs
 from batchsizer.errors import ConfigError, UnsupportedError
-from batchsizer.policies.base import DeviceKnobs
 from batchsizer.sim.gpus import GpuSpec, SensorSpec, sensor_for
 from batchsizer.sim.plant import BatchCost
 from batchsizer.sim.sensor import NvmlSensor, PowerTrace, TrueMeter

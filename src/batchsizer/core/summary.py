@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchsizer.cap_rule import PEAK, CapJudge, CapRule, judged
-from batchsizer.telemetry import PowerMeter, PowerSample, PowerWindow, measure
+from batchsizer.core.cap_rule import PEAK, CapJudge, CapRule, judged
+from batchsizer.core.telemetry import PowerMeter, PowerSample, PowerWindow, measure
 
 
 @dataclass
@@ -99,7 +99,7 @@ class PowerAccounting:
     def add(
         self, window: PowerWindow, series: list[PowerSample], start: float, end: float, cap_at: Callable[[float], float]
     ) -> None:
-        """One period's judged sensor series (see :func:`batchsizer.cap_rule.judged`), against the cap in force."""
+        """One period's judged sensor series (see :func:`batchsizer.core.cap_rule.judged`), against the cap in force."""
         self.sensor.feed(series, start, end, cap_at)
         if window.valid:
             self.energy_j += window.energy_j

@@ -150,37 +150,6 @@ class SampleBuffer:
         return [PowerSample(t, w) for t, w in reversed(found)]
 
 
-class ScriptedMeter(PowerMeter):
-    """A meter that tests (and the default demo before the simulator) drive by hand.
-
-    Push samples with :meth:`push`, or give a function of time that is sampled every
-    ``update_period_s`` when a window is asked for.
-    """
-
-    source = "scripted"
-
-    def __init__(self, update_period_s: float = 0.02, fn=None) -> None:
-        self.update_period_s = update_period_s
-        self._buffer = SampleBuffer()
-        self._fn = fn
-        self._next_t = 0.0
-
-    def push(self, t: float, watts: float) -> None:
-        self._buffer.append(t, watts)
-
-    def advance_to(self, end: float) -> None:
-        """Sample the function up to ``end`` (a device on virtual time calls this as time moves)."""
-        if self._fn is None:
-            return
-        while self._next_t <= end:
-            self._buffer.append(self._next_t, float(self._fn(self._next_t)))
-            self._next_t += self.update_period_s
-
-    def samples(self, start: float, end: float) -> list[PowerSample]:
-        self.advance_to(end)
-        return self._buffer.between(start, end)
-
-
 def measure(meter: PowerMeter, start: float, end: float) -> tuple[PowerWindow, list[PowerSample]]:
     """A window and the samples behind it, in one read of the meter."""
     samples = meter.samples(start, end)

@@ -1,80 +1,50 @@
-"""The device interface the control loop drives, real or simulated, and a scripted one for tests.
-
-A device runs a batch, owns a clock (wall or virtual) and a power meter, and exposes its knobs:
-clock levels through :meth:`Device.set_clock` and the board power limit through
-:meth:`Device.set_power_limit`, where it has them.
-"""
+"""Test support: a meter driven by hand or by a function of time, a device on virtual time whose batch
+time and power are given functions, and the ``scripted`` device kind (``--device scripted``) built on
+them. Not for production jobs: nothing here measures anything."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from batchsizer.batching import Batch
-from batchsizer.clock import Clock, VirtualClock
+from batchsizer.core.batching import Batch
+from batchsizer.core.clock import VirtualClock
+from batchsizer.core.device import BatchOutcome, Device
+from batchsizer.core.telemetry import PowerMeter, PowerSample, SampleBuffer
+from batchsizer.core.types import DeviceKnobs
+from batchsizer.core.workloads import Workload, WorkloadOptions
 from batchsizer.errors import UnsupportedError
-from batchsizer.policies.base import DeviceKnobs, Setting
-from batchsizer.telemetry import PowerMeter, ScriptedMeter
 
 
-@dataclass(slots=True)
-class BatchOutcome:
-    """When a batch started and ended on the device's clock, and its outputs if any."""
+class ScriptedMeter(PowerMeter):
+    """A meter that tests (and the default demo before the simulator) drive by hand.
 
-    start: float
-    end: float
-    outputs: Any = None
+    Push samples with :meth:`push`, or give a function of time that is sampled every
+    ``update_period_s`` when a window is asked for.
+    """
 
-    @property
-    def latency_s(self) -> float:
-        return self.end - self.start
+    source = "scripted"
 
+    def __init__(self, update_period_s: float = 0.02, fn=None) -> None:
+        self.update_period_s = update_period_s
+        self._buffer = SampleBuffer()
+        self._fn = fn
+        self._next_t = 0.0
 
-class Device(ABC):
-    """Anything the loop can run batches on."""
+    def push(self, t: float, watts: float) -> None:
+        self._buffer.append(t, watts)
 
-    name: str = "device"
-    clock: Clock
-    meter: PowerMeter
-    #: a meter of the true power where it is known (the simulator), for honest accounting
-    reference_meter: PowerMeter | None = None
-    knobs: DeviceKnobs = DeviceKnobs()
+    def advance_to(self, end: float) -> None:
+        """Sample the function up to ``end`` (a device on virtual time calls this as time moves)."""
+        if self._fn is None:
+            return
+        while self._next_t <= end:
+            self._buffer.append(self._next_t, float(self._fn(self._next_t)))
+            self._next_t += self.update_period_s
 
-    @abstractmethod
-    def run_batch(self, batch: Batch[Any]) -> BatchOutcome:
-        """Process one batch and return its timing (and outputs)."""
-
-    def set_clock(self, mhz: int | None) -> None:
-        """Lock the SM clock to ``mhz`` (None: let the device choose)."""
-        if mhz is not None:
-            raise UnsupportedError(f"{self.name} has no settable clock")
-
-    def set_power_limit(self, watts: float | None) -> None:
-        """Set the board's own power limit (None: restore the default)."""
-        if watts is not None:
-            raise UnsupportedError(f"{self.name} has no settable power limit")
-
-    def apply(self, setting: Setting) -> None:
-        """Apply the clock and power-limit parts of a setting (the batch size is applied to the stream)."""
-        if setting.clock_mhz is not None or self.knobs.has_clocks:
-            self.set_clock(setting.clock_mhz)
-        if setting.power_limit_w is not None or self.knobs.has_power_limits:
-            self.set_power_limit(setting.power_limit_w)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name}
-
-    def close(self) -> None:
-        """Restore what was changed and release resources."""
-        self.meter.close()
-
-    def __enter__(self) -> Device:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def samples(self, start: float, end: float) -> list[PowerSample]:
+        self.advance_to(end)
+        return self._buffer.between(start, end)
 
 
 class ScriptedDevice(Device):
@@ -136,3 +106,14 @@ class ScriptedDevice(Device):
         if len(self._segments) > 64:
             del self._segments[:-64]
         return BatchOutcome(start, self.clock.now())
+
+
+def open_scripted_workload(opts: WorkloadOptions) -> Workload:
+    """``--device scripted``: a tiny analytic device (no hardware, no simulator) for tests."""
+    device = ScriptedDevice(
+        time_fn=lambda b, c: 0.004 + 0.0012 * b,
+        power_fn=lambda b, c: min(250.0, 60.0 + 24.0 * b**0.5),
+        prep_s=0.002,
+        update_period_s=0.02,
+    )
+    return Workload(device, range(opts.items), info={"device": "scripted"})

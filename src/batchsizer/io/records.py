@@ -19,7 +19,7 @@ from typing import IO, Any
 import click
 
 from batchsizer.errors import ConfigError
-from batchsizer.paths import is_stdout, umask_mode
+from batchsizer.io.paths import is_stdout, umask_mode
 
 
 def _clean(value: Any) -> Any:

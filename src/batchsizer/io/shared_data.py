@@ -22,7 +22,7 @@ def candidates() -> list[Path]:
     env = os.environ.get("BATCHSIZER_DATA")
     if env:
         found.append(Path(env))
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
         for up in (base, *base.parents[:3]):
             found.append(up / "shared" / "data")
             found.append(up.parent / "shared" / "data")

@@ -12,11 +12,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from batchsizer.batching import Batch, DynamicBatchStream
-from batchsizer.cap_rule import PEAK, CapRule, judged
-from batchsizer.cap_rule import over as over_cap
-from batchsizer.caps import CapSchedule, CapSource, ConstantCap
-from batchsizer.devices import BatchOutcome, Device
+from batchsizer.core.batching import Batch, DynamicBatchStream
+from batchsizer.core.cap_rule import PEAK, CapRule, judged
+from batchsizer.core.cap_rule import over as over_cap
+from batchsizer.core.caps import CapSchedule, CapSource, ConstantCap
+from batchsizer.core.controller import Controller
+from batchsizer.core.device import BatchOutcome, Device
+from batchsizer.core.guard import CapWatch, TelemetryGuard
+from batchsizer.core.summary import PowerAccounting, Summary
+from batchsizer.core.telemetry import PowerSample, PowerWindow
+from batchsizer.core.types import Decision, Observation, Setting
 from batchsizer.errors import (
     ConfigError,
     DeviceError,
@@ -25,10 +30,6 @@ from batchsizer.errors import (
     TelemetryError,
     UnsupportedError,
 )
-from batchsizer.guard import CapWatch, TelemetryGuard
-from batchsizer.policies.base import Controller, Decision, Observation, Setting
-from batchsizer.summary import PowerAccounting, Summary
-from batchsizer.telemetry import PowerSample, PowerWindow
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class ControlLoop:
         self.stop_event = stop_event or threading.Event()
         self.react_to_cap_change = react_to_cap_change
         self.setting: Setting | None = None
-        #: checks readings before the controller sees them (see batchsizer.guard)
+        #: checks readings before the controller sees them (see batchsizer.core.guard)
         self.guard = guard or TelemetryGuard.for_device(device)
         #: stop the job (summary.stop_reason "cap-not-met") when even the lowest setting is over the cap
         self.strict = strict

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsizer.devices import Device, ScriptedDevice
+from batchsizer.core.device import Device
 from batchsizer.errors import ConfigError
 
 DEFAULT_DEVICE = "sim:p40"
@@ -46,19 +46,9 @@ class Workload:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _open_scripted(opts: WorkloadOptions) -> Workload:
-    device = ScriptedDevice(
-        time_fn=lambda b, c: 0.004 + 0.0012 * b,
-        power_fn=lambda b, c: min(250.0, 60.0 + 24.0 * b**0.5),
-        prep_s=0.002,
-        update_period_s=0.02,
-    )
-    return Workload(device, range(opts.items), info={"device": "scripted"})
-
-
 #: device-name prefix -> "module:function" building a Workload; imported on first use
 DEVICE_KINDS: dict[str, str] = {
-    "scripted": "batchsizer.workloads:_open_scripted",
+    "scripted": "batchsizer.testing.scripted:open_scripted_workload",
     "sim": "batchsizer.sim.workload:open_sim_workload",
     "table": "batchsizer.sim.workload:open_table_workload",
     "cuda": "batchsizer.hw.workload:open_real_workload",

@@ -13,12 +13,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from batchsizer.batching import Batch
-from batchsizer.clock import WallClock
-from batchsizer.devices import BatchOutcome, Device
+from batchsizer.core.batching import Batch
+from batchsizer.core.clock import WallClock
+from batchsizer.core.device import BatchOutcome, Device
+from batchsizer.core.telemetry import PowerMeter, PowerSample
 from batchsizer.errors import ConfigError, DeviceError
 from batchsizer.hw.torch_runner import TorchRunner
-from batchsizer.telemetry import PowerMeter, PowerSample
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from batchsizer.errors import ConfigError  # noqa: E402
-from batchsizer.plotting import check_dpi, make_out_dir, save_figure  # noqa: E402
-from batchsizer.records import iter_numbered_records  # noqa: E402
+from batchsizer.io.records import iter_numbered_records  # noqa: E402
+from batchsizer.ui.plotting import check_dpi, make_out_dir, save_figure  # noqa: E402
 
 NAN = float("nan")
 #: events drawn as vertical lines on the figure (a kill is followed by its worker-lost event)

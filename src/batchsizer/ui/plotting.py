@@ -2,10 +2,10 @@
 and for a server the requests' latency against the SLO.
 
 Reads the JSON Lines that ``batchsizer run --records`` and ``batchsizer serve --records`` write (see
-:mod:`batchsizer.records`, :mod:`batchsizer.serve.records`): sensor readings from ``power``
+:mod:`batchsizer.io.records`, :mod:`batchsizer.serve.records`): sensor readings from ``power``
 records, the cap and per-period numbers from ``period`` records, batch sizes from ``batch``
 records, the latency per period from ``requests`` records. A fleet's records are drawn by
-:mod:`batchsizer.plotting_fleet`; :func:`records_kind` tells the two apart. Uses matplotlib's Agg
+:mod:`batchsizer.ui.plotting_fleet`; :func:`records_kind` tells the two apart. Uses matplotlib's Agg
 backend, so no display is needed.
 """
 
@@ -26,10 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from batchsizer.cap_rule import CapRule, judged
+from batchsizer.core.cap_rule import CapRule, judged
+from batchsizer.core.telemetry import PowerSample  # noqa: E402
 from batchsizer.errors import ConfigError
-from batchsizer.records import iter_numbered_records  # noqa: E402
-from batchsizer.telemetry import PowerSample  # noqa: E402
+from batchsizer.io.records import iter_numbered_records  # noqa: E402
 
 #: more sensor readings than this in a figure are drawn as a min-max band per column of pixels
 MAX_POWER_POINTS = 4000
@@ -166,7 +166,7 @@ def plot_file(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], dpi
     check_dpi(dpi)
     p = records_file(path)
     if records_kind(p) == "fleet":
-        from batchsizer.plotting_fleet import plot_fleet_records
+        from batchsizer.ui.plotting_fleet import plot_fleet_records
 
         return plot_fleet_records(p, out_dir, dpi)
     return plot_records(p, out_dir, dpi)

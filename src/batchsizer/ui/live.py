@@ -20,8 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from batchsizer.loop import LoopObserver, PeriodRecord
-from batchsizer.summary import Summary
+from batchsizer.core.loop import LoopObserver, PeriodRecord
+from batchsizer.core.summary import Summary
 
 SPARK = "▁▂▃▄▅▆▇█"
 

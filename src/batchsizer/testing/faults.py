@@ -1,15 +1,15 @@
 """Fault injection for power meters: wrap any meter and break its readings on purpose.
 
 Used by the fault-injection tests (and usable against the simulator or a real meter) to check that
-the loop's :class:`~batchsizer.guard.TelemetryGuard` catches each kind of bad telemetry.
+the loop's :class:`~batchsizer.core.guard.TelemetryGuard` catches each kind of bad telemetry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from batchsizer.core.telemetry import PowerMeter, PowerSample
 from batchsizer.errors import TelemetryError
-from batchsizer.telemetry import PowerMeter, PowerSample
 
 #: what :class:`FaultyMeter` can inject
 INJECTABLE = ("error", "zero", "stale", "dead", "spike")

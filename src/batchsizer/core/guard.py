@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchsizer.core.controller import Controller
+from batchsizer.core.telemetry import PowerMeter, PowerSample, PowerWindow, empty_window, summarize
+from batchsizer.core.types import Decision, Observation, Setting
 from batchsizer.errors import TelemetryError
-from batchsizer.policies.base import Controller, Decision, Observation, Setting
-from batchsizer.telemetry import PowerMeter, PowerSample, PowerWindow, empty_window, summarize
 
 #: fault kinds, in the order they are checked; the last two only drop samples
 FAULT_KINDS: tuple[str, ...] = (
@@ -49,7 +50,7 @@ class Fault:
 
 
 @dataclass(slots=True)
-class Reading:
+class CheckedReadings:
     """A period's readings after checking: the cleaned window and what was wrong."""
 
     window: PowerWindow
@@ -135,25 +136,26 @@ class TelemetryGuard:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def read(self, meter: PowerMeter, start: float, end: float, setting: Setting | None = None) -> Reading:
+    def read(self, meter: PowerMeter, start: float, end: float, setting: Setting | None = None) -> CheckedReadings:
         """The period's readings from ``meter``, cleaned, with the faults found."""
         try:
             raw = list(meter.samples(start, end))
         except TelemetryError as exc:
-            return Reading(empty_window(start, end), [], [Fault("telemetry_error", f"the power meter failed: {exc}")])
+            failed = Fault("telemetry_error", f"the power meter failed: {exc}")
+            return CheckedReadings(empty_window(start, end), [], [failed])
         period = max(float(getattr(meter, "update_period_s", 0.0) or 0.0), 1e-6)
         fresh_raw = [s for s in raw if s.t > start]
         if not raw:
             if end - start > self.dead_after_periods * period:
-                return Reading(
+                return CheckedReadings(
                     empty_window(start, end),
                     [],
                     [Fault("no_reading", f"the meter returned no power reading for {end - start:.2f} s")],
                 )
-            return Reading(empty_window(start, end), [], [])  # too short for the sensor to have updated
+            return CheckedReadings(empty_window(start, end), [], [])  # too short for the sensor to have updated
         if not fresh_raw and end - start > self.dead_after_periods * period:
             last = raw[-1].t
-            return Reading(
+            return CheckedReadings(
                 empty_window(start, end),
                 [],
                 [
@@ -206,13 +208,13 @@ class TelemetryGuard:
         was_stale, frozen_value = self._stale, self._frozen_value
         stale = self._check_stale(clean, start, end, setting)
         if stale is not None:
-            return Reading(empty_window(start, end), [], [*faults, stale])
+            return CheckedReadings(empty_window(start, end), [], [*faults, stale])
         if was_stale:
             # the sensor thawed inside this window: its leading frozen readings are still not real
             first_new = next((i for i, s in enumerate(clean) if s.t > start and s.watts != frozen_value), len(clean))
             clean = clean[first_new:]
             window = summarize(clean, start, end)
-        return Reading(window, clean, faults, fresh=sum(1 for s in clean if s.t > start))
+        return CheckedReadings(window, clean, faults, fresh=sum(1 for s in clean if s.t > start))
 
     def _check_stale(self, clean: list[PowerSample], start: float, end: float, setting: Setting | None) -> Fault | None:
         fresh = [s.watts for s in clean if s.t > start]
@@ -253,7 +255,7 @@ class TelemetryGuard:
         self,
         controller: Controller,
         obs: Observation,
-        reading: Reading,
+        reading: CheckedReadings,
         as_run: Callable[[Setting], Setting] | None = None,
     ) -> Decision:
         """The next setting: the controller's on a clean window at its own setting, else hold or fall back.

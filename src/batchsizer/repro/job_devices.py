@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from batchsizer.devices import Device, ScriptedDevice
+from batchsizer.core.device import Device
 from batchsizer.errors import ConfigError
 from batchsizer.repro.jobs import Job
+from batchsizer.testing.scripted import ScriptedDevice
 
 #: (gpu, model, dataset, seed) -> a fresh device
 DeviceFactory = Callable[[str, str, str, int], Device]

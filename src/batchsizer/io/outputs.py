@@ -20,12 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from batchsizer.batching import Batch
-from batchsizer.devices import BatchOutcome
+from batchsizer.core.batching import Batch
+from batchsizer.core.device import BatchOutcome
+from batchsizer.core.loop import LoopObserver, PeriodRecord
+from batchsizer.core.summary import Summary
+from batchsizer.core.types import Setting
 from batchsizer.errors import ConfigError, DeviceError
-from batchsizer.loop import LoopObserver, PeriodRecord
-from batchsizer.policies.base import Setting
-from batchsizer.summary import Summary
 
 #: what a job line must agree on for a resume to be the same job
 IDENTITY_KEYS = ("device", "model", "dataset", "items", "images", "seed")

@@ -18,8 +18,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from batchsizer.core.telemetry import PowerSample
 from batchsizer.errors import ConfigError
-from batchsizer.telemetry import PowerSample
 
 #: readings and caps closer than this (W) count as equal: "at or under the cap" includes the cap
 CAP_TOLERANCE_W = 1e-9

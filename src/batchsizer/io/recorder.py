@@ -1,17 +1,17 @@
-"""Writes a job's records as it runs (see :mod:`batchsizer.records` for the format)."""
+"""Writes a job's records as it runs (see :mod:`batchsizer.io.records` for the format)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from batchsizer.batching import Batch
-from batchsizer.caps import CapFile, CapSchedule, CapSource, ConstantCap
-from batchsizer.devices import BatchOutcome
-from batchsizer.loop import LoopObserver, PeriodRecord
-from batchsizer.policies.base import Setting
-from batchsizer.records import RecordWriter
-from batchsizer.summary import Summary
+from batchsizer.core.batching import Batch
+from batchsizer.core.caps import CapFile, CapSchedule, CapSource, ConstantCap
+from batchsizer.core.device import BatchOutcome
+from batchsizer.core.loop import LoopObserver, PeriodRecord
+from batchsizer.core.summary import Summary
+from batchsizer.core.types import Setting
+from batchsizer.io.records import RecordWriter
 
 
 def describe_cap(caps: CapSource) -> dict[str, Any]:
