@@ -79,7 +79,9 @@ def test_a_worker_under_a_low_cap_offers_a_curve_that_rises_past_it() -> None:
     its controller measured nothing above that cap, yet its curve rises there (a measured frontier alone
     is flat past the cap, so the allocator would never offer it more)."""
     cfg = WorkerConfig("a100-0", "a100", "Res101", "caltech", seed=1)
-    fleet = Fleet([cfg], ConstantCap(150 / 0.99), {job_key(cfg): 10**6}, FleetOptions(allocator="equal", duration_s=6, chunk=64))
+    fleet = Fleet(
+        [cfg], ConstantCap(150 / 0.99), {job_key(cfg): 10**6}, FleetOptions(allocator="equal", duration_s=6, chunk=64)
+    )
     fleet.run()
     worker: FleetWorker = fleet.members[0].handle
     curve = worker.curve()
@@ -93,3 +95,32 @@ def test_a_worker_under_a_low_cap_offers_a_curve_that_rises_past_it() -> None:
         if cap <= reached:  # up to where its measurements reach their best, the measured frontier as it is
             assert value == pytest.approx(front[cap])
     assert curve_at(points, 400.0) > 1.05 * top_measured
+
+
+def _fleet_with(settled: list[bool], allocator: str = "marginal") -> Fleet:
+    from batchsizer.fleet.coordinator import _Member
+
+    cfgs = [WorkerConfig(f"w{i}", "v100", "Res101", "caltech") for i in range(len(settled))]
+    fleet = Fleet(
+        cfgs, ConstantCap(600), {job_key(cfgs[0]): 10}, FleetOptions(allocator=allocator, period_s=5, settle_wait_s=15)
+    )
+    fleet.members = [_Member(c, None, {}, job_key(c), 150.0, settled=s) for c, s in zip(cfgs, settled)]
+    fleet._next_alloc = 5.0
+    return fleet
+
+
+def test_a_periodic_reallocation_waits_for_the_workers_to_settle_at_most_settle_wait() -> None:
+    searching = _fleet_with([True, False])
+    for t, due in ((4.75, False), (5.0, False), (19.75, False), (20.0, True)):
+        searching.t = t
+        assert searching._due() is due, t
+    settled = _fleet_with([True, True])
+    settled.t = 4.75
+    assert not settled._due()
+    settled.t = 5.0
+    assert settled._due()
+    equal = _fleet_with([False, False], "equal")  # its split does not depend on the curves: no wait
+    equal.t = 5.0
+    assert equal._due()
+    with pytest.raises(Exception, match="settle wait"):
+        FleetOptions(settle_wait_s=-1)

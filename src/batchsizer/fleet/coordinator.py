@@ -67,6 +67,8 @@ class FleetOptions:
             raise ConfigError("duration", f"must be a positive number of seconds, got {self.duration_s!r}")
         if self.chunk < 1:
             raise ConfigError("chunk", f"must be at least 1 item, got {self.chunk}")
+        if not (math.isfinite(self.settle_wait_s) and self.settle_wait_s >= 0):
+            raise ConfigError("settle wait", f"must be a number of seconds, 0 or more, got {self.settle_wait_s!r}")
 
 
 @dataclass
