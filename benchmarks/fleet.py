@@ -80,6 +80,26 @@ def run_fleet(gpus: list[str], models: list[str], budget: Any, allocator: str, d
     }
 
 
+def static_run(gpus: list[str], models: list[str], caps: list[int], duration: float, seed: int) -> float:
+    """The best static split run by the real controllers: each GPU alone, its cap the split's, for the
+    whole run (items/s summed). What a perfect static allocator gets with these controllers: the
+    part of the gap to the bound that no split can recover (search, margin, noise)."""
+    total = 0.0
+    for w, cap in zip(workers(gpus, models, seed), caps):
+        reserve = FleetOptions().reserve  # a fleet of one keeps the same reserve: its cap is the split's
+        fleet = Fleet([w], ConstantCap(cap / (1 - reserve)), {job_key(w): 10**8}, FleetOptions(allocator="equal", duration_s=duration, chunk=64))
+        s = fleet.run()
+        total += sum((x["summary"] or {}).get("items", 0) for x in s["workers"].values()) / s["duration_s"]
+    return total
+
+
+def split_value(gpus: list[str], models: list[str], budget: float, allocator: str, curves: dict) -> float:
+    """The oracle's throughput of the split ``equal`` or ``proportional`` makes (no noise, no search)."""
+    views = [WorkerView(str(i), get_gpu(g).min_limit_w, get_gpu(g).board_limit_w, board_w=get_gpu(g).board_limit_w) for i, g in enumerate(gpus)]
+    a = allocate(allocator, budget, views, FleetOptions().reserve)
+    return sum(curves[(g, m)][int(a.caps[str(i)])] for i, (g, m) in enumerate(zip(gpus, models)))
+
+
 def bound(gpus: list[str], models: list[str], steps: list[tuple[float, float]], duration: float, curves: dict) -> tuple[float, list[list[int]]]:
     """Time-weighted best static split over the budget's steps."""
     lows = [get_gpu(g).min_limit_w for g in gpus]
@@ -166,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         best, splits = bound(gpus, model, steps, args.duration, curves)
         runs = {a: run_fleet(gpus, model, budget, a, args.duration, args.seed) for a in ALLOCATORS}
         eq = runs["equal"]["throughput"]
+        # how much a split can gain at all here (the oracle's value of equal's split against the best), and
+        # what the controllers reach at the best split (constant budgets only)
+        equal_split = sum(split_value(gpus, model, b, "equal", curves) * ((steps[k + 1][0] if k + 1 < len(steps) else args.duration) - t)
+                          for k, (t, b) in enumerate(steps)) / args.duration  # fmt: skip
+        at_best = static_run(gpus, model, splits[0], args.duration, args.seed) if len(steps) == 1 else None
         label = bname if len(steps) == 1 else "steps " + "/".join(f"{b:g}" for _, b in steps)
         if len(steps) == 1:
             label = f"{bname} {steps[0][1]:g} W"
@@ -177,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['vs_equal']:6.3f} {100 * r['over_budget_fraction']:6.2f} {r['worst_overshoot_w']:7.1f}",
                 flush=True,
             )
+        ran = f"{at_best / best:6.3f}" if at_best is not None else "     -"
+        print(f"{'':9} {'':5} {'':14} {'(split)':12} oracle of equal's split / best {equal_split / best:.3f}; "
+              f"controllers at the best split / best {ran.strip()}", flush=True)  # fmt: skip
         rows.append(
             {
                 "fleet": fleet,
@@ -187,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": steps,
                 "best_static_throughput": best,
                 "best_static_caps": splits,
+                "equal_split_share_of_best": equal_split / best,
+                "best_split_run_throughput": at_best,
+                "best_split_run_share_of_best": at_best / best if at_best is not None else None,
                 "runs": runs,
             }
         )

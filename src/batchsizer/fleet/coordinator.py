@@ -50,6 +50,10 @@ class FleetOptions:
     #: throughput than the caps in force (moving a cap costs the controllers a search); a forced one
     #: (budget change, a worker lost, finished or held) always is
     min_gain: float = 0.01
+    #: a periodic reallocation by ``marginal`` waits (at most this long past its time) until every live
+    #: worker has settled (its controller kept its setting for a few periods under its cap): a curve
+    #: read while a controller still searches says where it searches, not what it does; 0: no wait
+    settle_wait_s: float = 15.0
     #: worker name -> virtual time at which it is killed (fault injection)
     kills: dict[str, float] = field(default_factory=dict)
 
@@ -63,6 +67,8 @@ class FleetOptions:
             raise ConfigError("duration", f"must be a positive number of seconds, got {self.duration_s!r}")
         if self.chunk < 1:
             raise ConfigError("chunk", f"must be at least 1 item, got {self.chunk}")
+        if not (math.isfinite(self.settle_wait_s) and self.settle_wait_s >= 0):
+            raise ConfigError("settle wait", f"must be a number of seconds, 0 or more, got {self.settle_wait_s!r}")
 
 
 @dataclass
@@ -76,6 +82,8 @@ class _Member:
     sensor_failed: bool = False
     throughput: float = math.nan
     floor_w: float = 0.0
+    #: its controller has kept its setting for a few periods under the cap in force
+    settled: bool = False
     held_items: int = 0
     committed: int = 0
     last: dict[str, Any] = field(default_factory=dict)
@@ -226,6 +234,15 @@ class Fleet:
         self._emit("on_allocation", self.t, alloc, lowers, raises)
         self._apply_raises()
 
+    def _due(self) -> bool:
+        """Whether a periodic reallocation is due: its time has come and, for ``marginal``, every live worker
+        has settled under its cap (or it has waited ``settle_wait_s`` for them)."""
+        if self.t < self._next_alloc - 1e-9:
+            return False
+        if self.options.allocator != "marginal" or self.t >= self._next_alloc + self.options.settle_wait_s - 1e-9:
+            return True
+        return all(m.settled for m in self.live)
+
     def _worth_it(self, alloc: Allocation, views: list[WorkerView], live: list[_Member]) -> bool:
         """Whether the new split predicts ``min_gain`` more weighted throughput than the caps in force."""
         now = {m.cfg.name: m.cap_w for m in live}
@@ -325,6 +342,7 @@ class Fleet:
             r = {**r, "samples": prev["samples"] + r["samples"], "true_samples": prev["true_samples"] + r["true_samples"]}
         reports[m.cfg.name] = r
         m.held_items = r["held_items"]
+        m.settled = bool(r.get("settled", True))
         m.floor_w = max(m.floor_w, float(r.get("floor_w") or 0.0))
         if math.isfinite(r["throughput"]) and r["throughput"] > 0:
             m.throughput = r["throughput"]
@@ -378,7 +396,7 @@ class Fleet:
                 self._event("budget", f"budget changed from {self._budget_w:g} W to {budget:g} W", old=self._budget_w, new=budget)
                 self._budget_w = budget
                 self._force_alloc = True
-            if self._force_alloc or self.t >= self._next_alloc - 1e-9:
+            if self._force_alloc or self._due():
                 self._reallocate()
             elif self._pending:
                 self._apply_raises()

@@ -26,6 +26,7 @@ from batchsizer.core.loop import ControlLoop, LoopObserver, PeriodRecord, Window
 from batchsizer.core.summary import Summary
 from batchsizer.core.types import Setting
 from batchsizer.fleet.allocator import Measured, cap_grid, measured_curve
+from batchsizer.fleet.frontier import offered_curve, predicted_frontier
 from batchsizer.fleet.queue import Chunk
 from batchsizer.policies import make_controller
 
@@ -39,6 +40,9 @@ SLACK = 0.05
 CONFIRM_S = 0.5
 #: periods kept per cap for the measured curve
 KEEP_PER_CAP = 8
+#: periods in a row its controller must keep its setting (under the cap in force) for a worker to
+#: count as settled: its curve then says what it does under that cap, not where it is searching
+SETTLED_PERIODS = 3
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ class FleetWorker:
         #: the power this worker draws at the lowest setting its controller goes to, once a cap below it was seen
         self.floor_w = 0.0
         self._over_run = 0
+        self._kept = 0  # periods in a row, under the cap in force, in which the controller kept its setting
 
     # -- what the coordinator calls -----------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -168,6 +173,7 @@ class FleetWorker:
                 self.cap.watts = watts
                 self._cap_since = t
                 self._decided_at = None
+                self._kept = 0
                 self.cap_history.append((t, watts))
             return self.cap.watts
 
@@ -234,7 +240,8 @@ class FleetWorker:
             return value <= self.cap.watts + 1e-9
 
     def curve(self) -> dict[str, Any]:
-        """The throughput curve for the allocator: the controller's frontier if it has one, else measured."""
+        """The throughput curve for the allocator: the controller's frontier if it has one (past its highest
+        measured point, the better of it and its model's prediction), else what this worker measured."""
         grid = cap_grid(self.min_w, self.max_w)
         try:
             front = self.controller.frontier(grid)
@@ -242,6 +249,9 @@ class FleetWorker:
             front = []
         if front:
             pts = tuple((p.cap_w, p.throughput) for p in front if math.isfinite(p.throughput))
+            pred = predicted_frontier(self.controller, grid)
+            if pred:  # past the highest measured, what its model predicts (see fleet/frontier.py)
+                return {"source": "frontier+model", "points": offered_curve(grid, pts, pred), "floor_w": self.floor_w}
             return {"source": "frontier", "points": pts, "floor_w": self.floor_w}
         measured = [
             Measured(max(p for _, _, p in q), sum(i for i, _, _ in q) / s, s)
@@ -328,6 +338,9 @@ class FleetWorker:
                 self._bad_run = self._bad_run + 1 if d.reason in BAD_READING else 0
             if o.cap_w == self.cap.watts and self._decided_at is None:
                 self._decided_at = o.end
+            if d.reason != "end":
+                kept = o.cap_w == self.cap.watts and d.setting == o.setting and d.reason not in BAD_READING
+                self._kept = self._kept + 1 if kept else 0
             self._period_thr = o.throughput
             # over the cap and the controller keeps its setting: it is at its lowest (the cap cannot be met)
             if o.valid and o.peak_w > o.cap_w and d.setting == o.setting:
@@ -370,6 +383,7 @@ class FleetWorker:
             "cap_w": self.cap.watts,
             "floor_w": self.floor_w,
             "throughput": self._period_thr,
+            "settled": self._kept >= SETTLED_PERIODS,
             "error": self._error,
         }
 
