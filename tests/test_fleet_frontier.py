@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchsizer.caps import ConstantCap
+from batchsizer.core.caps import ConstantCap
 from batchsizer.fleet.allocator import WorkerView, allocate, cap_grid, curve_at
 from batchsizer.fleet.coordinator import Fleet, FleetOptions, job_key
 from batchsizer.fleet.frontier import offered_curve, predicted_frontier
