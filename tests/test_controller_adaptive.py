@@ -280,3 +280,15 @@ def test_a_higher_power_limit_is_tried_when_the_lowest_one_is_all_that_was_measu
                         period_cap_w=201.5, clean_peak_w=p if i else math.nan)  # fmt: skip
         setting = ctrl.decide(o).setting
     assert setting.power_limit_w == 200.0
+
+
+def test_an_extension_a_measurement_contradicts_bounds_nothing() -> None:
+    """Readings at 8, 15 and 46 under the highest power limit grow slowly; 288 one limit lower reads
+    192 W, far above what their slope allows there. Their extension is then no bound: 287 at that limit
+    must not look safe under a 170.8 W cap (the A40 shufflenet table, where it walked down size by size,
+    over the cap at every step)."""
+    m = SafeModel(all_sizes(1024), (275.0, 300.0), "limit")
+    for b, w in ((8, 89.3), (15, 95.6), (46, 113.0)):
+        m.add(b, 300.0, w, 0.04 * b / 8, w - 1)
+    m.add(288, 275.0, 192.0, 0.06, 191.0)
+    assert m.bound_w(np.array([275.0]), np.array([287.0]))[0] >= 192.0

@@ -303,23 +303,38 @@ class SafeModel:
         return SizeGrowth(min(up, 2.0), min(down, 2.0), math.log(pts[-1][0] / pts[0][0]))
 
     def bound_w(self, level_of: np.ndarray, size_of: np.ndarray) -> np.ndarray:
-        """Upper bound on power at each candidate (arrays of equal shape); +inf where nothing is measured."""
+        """Upper bound on power at each candidate (arrays of equal shape); +inf where nothing is measured.
+        A measured setting's extension that another measured setting contradicts (it reads above what
+        the extension allows there) bounds nothing: its growth assumptions failed on the plant."""
         pts = self.measured()
         if not pts:
             return np.full(size_of.shape, np.inf)
         b_i = np.array([b for b, _, _ in pts], dtype=float)
         k_i = np.array([k for _, k, _ in pts], dtype=float)
-        exps = {k: self.exponents(k) for k in set(k_i.tolist())}
         believed = self.peaks()
+        seen = np.log(np.array([believed[(b, k)] for b, k, _ in pts]))
         v_i = np.log(np.array([believed[(b, k)] + self.margin_w(b, k) for b, k, _ in pts]))
-        db = np.log(size_of)[..., None] - np.log(b_i)
-        dk = np.log(level_of)[..., None] - np.log(k_i)
-        rise = np.empty(db.shape)
-        for k, growth_k in exps.items():
-            at = k_i == k
-            rise[..., at] = np.where(db[..., at] >= 0, growth_k.rise(np.maximum(db[..., at], 0.0)), -growth_k.down * db[..., at])
-        growth = rise + np.where(dk > 0, self.prior.bound * dk, 0.0)
-        return np.exp(np.min(v_i + growth, axis=-1))
+        extend = self._extensions(b_i, k_i)
+        contradicted = (seen[:, None] > v_i + extend(k_i, b_i)).any(axis=0)
+        v_i = np.where(contradicted, np.inf, v_i)
+        return np.exp(np.min(v_i + extend(level_of, size_of), axis=-1))
+
+    def _extensions(self, b_i: np.ndarray, k_i: np.ndarray):  # noqa: ANN202 - a closure over the sources
+        """A function of candidate (levels, sizes) giving, per measured source, how far log power may
+        rise from that source to each candidate (shape: candidates' shape + (sources,))."""
+        exps = {k: self.exponents(k) for k in set(k_i.tolist())}
+
+        def extend(level_of: np.ndarray, size_of: np.ndarray) -> np.ndarray:
+            db = np.log(size_of)[..., None] - np.log(b_i)
+            dk = np.log(level_of)[..., None] - np.log(k_i)
+            rise = np.empty(db.shape)
+            for k, growth_k in exps.items():
+                at = k_i == k
+                up, d = db[..., at] >= 0, db[..., at]
+                rise[..., at] = np.where(up, growth_k.rise(np.maximum(d, 0.0)), -growth_k.down * d)
+            return rise + np.where(dk > 0, self.prior.bound * dk, 0.0)
+
+        return extend
 
     # -- point predictions ---------------------------------------------------------------------------
 
