@@ -6,7 +6,7 @@ its own, tested alone: :class:`~batchsizer.core.batch_runner.BatchRunner` (runni
 out-of-memory halving, a refused clock), :class:`~batchsizer.core.period_timer.PeriodTimer` (when a
 period ends: window, early stop, cap change), :class:`~batchsizer.core.period_measure.PeriodMeasure`
 (the observation, by the cap rule), :class:`~batchsizer.core.guard.TelemetryGuard` (filtered readings
-and a safe fallback around the controller). What the device attaches (the simulator's true-power
+and a safe fallback around the controller). What a device attaches to a job (the simulator's own
 accounting) is an observer like any other.
 """
 
