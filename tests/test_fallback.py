@@ -150,3 +150,14 @@ def test_fault_log_announces_each_kind_once_and_sums_up() -> None:
     assert [fields["fault"] for _, _, fields in log.pop_events()] == ["spike", "sampler_dead"] and not log.events
     assert log.note_lines() == ["telemetry faults (periods): 1 sampler dead, 2 spike; periods 1 held"]
     assert FaultLog().note_lines() == []
+
+
+def test_a_setting_known_over_the_cap_is_not_held_one_exactly_at_it_is() -> None:
+    for cap_after, reason in ((160.0, "fallback-bad-reading"), (170.0, "hold-bad-reading")):
+        f = Feed(SafeFallback(Plan(Setting(1), [Setting(32)]), fallback_after=3), WATTS)
+        f.period(200.0)
+        f.period(200.0)  # at 32: known 170 W
+        assert f.period(200.0, good=False).reason == "hold-bad-reading"
+        d = f.period(cap_after, good=False)  # the cap drops to below, or exactly to, 170 W
+        assert d.reason == reason and d.setting == (Setting(1) if reason.startswith("fallback") else Setting(32))
+        assert f.fb.safe_setting(cap_after) == Setting(1) and f.fb.safe_setting(170.0) == Setting(1)

@@ -153,4 +153,3 @@ class PeriodTimer:
         self.start = self.checked_to = now
         self.items = self.batches = 0
         self.stopped = False
-
