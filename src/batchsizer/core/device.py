@@ -9,14 +9,19 @@ clock levels through :meth:`Device.set_clock` and the board power limit through
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchsizer.core.batching import Batch
 from batchsizer.core.clock import Clock
 from batchsizer.core.telemetry import PowerMeter
 from batchsizer.core.types import DeviceKnobs, Setting
 from batchsizer.errors import UnsupportedError
+
+if TYPE_CHECKING:
+    from batchsizer.core.cap_rule import CapRule
+    from batchsizer.core.observer import LoopObserver
 
 
 @dataclass(slots=True)
@@ -65,6 +70,11 @@ class Device(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def loop_observers(self, cap_rule: CapRule) -> Sequence[LoopObserver]:
+        """Observers the device attaches to each job run on it, fresh for each, ahead of the job's own
+        (the simulator: its true-power accounting, :mod:`batchsizer.core.reference_power`). None by default."""
+        return ()
 
     def close(self) -> None:
         """Restore what was changed and release resources."""

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchsizer.core.cap_rule import PEAK, CapJudge, CapRule, judged
-from batchsizer.core.telemetry import PowerMeter, PowerSample, PowerWindow, measure
+from batchsizer.core.cap_rule import PEAK, CapJudge, CapRule
+from batchsizer.core.telemetry import PowerSample, PowerWindow
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Summary:
     stop_reason: str | None = None
     #: set when even the lowest setting drew more than the cap: periods, cap_w, peak_w, excess_w, batch_size
     cap_not_met: dict[str, Any] | None = None
+    #: the same figures by the device's true power, where it knows it (the simulator); None elsewhere
     true_power: dict[str, float] | None = None
     #: False when no period had a power reading (a device without a meter, run uncapped): then the
     #: energy and over-cap figures are not zeros but unknown, and are shown and written so
@@ -84,16 +85,14 @@ UNMEASURED_KEYS = (
 
 
 class PowerAccounting:
-    """Energy and violations over a whole job, by the cap rule: by the sensor, and by the true power
-    where the device knows it (the simulator), so a report can say what the sensor missed."""
+    """Energy and violations over a whole job by the sensor's readings, judged by the cap rule. (The
+    simulator's true power is accounted beside it by :class:`batchsizer.core.reference_power.ReferencePowerAccount`,
+    an observer the simulated device attaches.)"""
 
-    def __init__(self, reference_meter: PowerMeter | None, rule: CapRule = PEAK) -> None:
-        self.reference = reference_meter
+    def __init__(self, rule: CapRule = PEAK) -> None:
         self.rule = rule
         self.sensor = CapJudge()
-        self.true = CapJudge()
         self.energy_j = 0.0
-        self.true_energy_j = 0.0
         self.measured_periods = 0
 
     def add(
@@ -104,13 +103,6 @@ class PowerAccounting:
         if window.valid:
             self.energy_j += window.energy_j
             self.measured_periods += 1
-        if self.reference is not None:
-            history = start - self.rule.window_s
-            true_window, _ = measure(self.reference, start, end)
-            true_samples = self.reference.samples(history, end)
-            self.true.feed(judged(true_samples, end, self.rule), start, end, cap_at)
-            if true_window.valid:
-                self.true_energy_j += true_window.energy_j
 
     def fill(self, summary: Summary) -> None:
         summary.power_measured = self.measured_periods > 0
@@ -121,12 +113,3 @@ class PowerAccounting:
         summary.longest_violation_s = self.sensor.longest_s
         summary.worst_overshoot_w = self.sensor.worst_overshoot_w
         summary.energy_over_cap_j = self.sensor.excess_j
-        if self.reference is not None:
-            summary.true_power = {
-                "energy_j": self.true_energy_j,
-                "over_cap_s": self.true.over_s,
-                "violations": self.true.count,
-                "longest_violation_s": self.true.longest_s,
-                "worst_overshoot_w": self.true.worst_overshoot_w,
-                "energy_over_cap_j": self.true.excess_j,
-            }

@@ -87,5 +87,9 @@ class RealtimeSimDevice(Device):
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "realtime": True, "time_scale": self.time_scale}
 
+    def loop_observers(self, cap_rule: Any) -> Any:
+        """The simulated card's own (its true-power accounting)."""
+        return self.inner.loop_observers(cap_rule)
+
     def close(self) -> None:
         self.inner.close()

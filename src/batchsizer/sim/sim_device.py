@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from batchsizer.core.batching import Batch
+from batchsizer.core.cap_rule import CapRule
 from batchsizer.core.clock import VirtualClock
 from batchsizer.core.device import BatchOutcome, Device
+from batchsizer.core.observer import LoopObserver
+from batchsizer.core.reference_power import ReferencePowerAccount
 from batchsizer.core.types import DeviceKnobs
 from batchsizer.errors import ConfigError, UnsupportedError
 from batchsizer.sim.gpus import GpuSpec, SensorSpec, sensor_for
@@ -210,6 +214,10 @@ class SimDevice(Device):
             remaining -= dt / full
             self._steer(dt)
         return t
+
+    def loop_observers(self, cap_rule: CapRule) -> Sequence[LoopObserver]:
+        """The true-power accounting of each job (``Summary.true_power``): the loop sees only the sensor."""
+        return [ReferencePowerAccount(self.reference_meter, cap_rule)]
 
     def describe(self) -> dict[str, Any]:
         s = self.sensor_spec
