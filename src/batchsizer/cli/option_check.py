@@ -40,7 +40,13 @@ def _join(words: list[str]) -> str:
 
 def users_of(name: str) -> list[str]:
     """Who reads option ``name``: the device kinds, then the controllers (as the user names them)."""
-    devices = [DEVICE_LABELS.get(kind, kind) for kind, accepts in DEVICE_OPTIONS.items() if name in accepts]
+    kinds = [kind for kind, accepts in DEVICE_OPTIONS.items() if name in accepts]
+    if "cpu" in kinds and "cuda" in kinds:  # both real kinds: named together, where cuda stood
+        kinds = [k for k in kinds if k != "cpu"]
+        labels = {**DEVICE_LABELS, "cuda": "real devices (cpu, cuda[:N])"}
+    else:
+        labels = DEVICE_LABELS
+    devices = [labels.get(kind, kind) for kind in kinds]
     controllers = sorted(n for n, cls in CONTROLLER_TYPES.items() if cls.accepts is not None and name in cls.accepts)
     if controllers:
         devices.append(f"the {_join(controllers)} controller{'s' if len(controllers) > 1 else ''}")
