@@ -72,7 +72,7 @@ def open_workload(args: argparse.Namespace, model: str, meter: Any) -> Any:
     from batchsizer.hw.workload import open_real_workload
 
     # read-only: this script must never change the card's settings (controllers move the batch size only)
-    opts = WorkloadOptions(device=args.device, model=model, items=10**9, half=args.half, extra={"read_only": True})
+    opts = WorkloadOptions(device=args.device, model=model, items=10**9, half=args.half, read_only=True)
     return open_real_workload(opts, meter=meter)
 
 

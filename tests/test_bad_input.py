@@ -35,11 +35,11 @@ BAD = [
     (["--cap-schedule", "5:200"], "cap schedule", "time 0"),
     (["--cap-schedule", "0:200,10"], "cap schedule", "SECONDS:WATTS"),
     (["--cap", "100", "--cap-file", "x"], "cap", "only one"),
-    (["--read-only"], "read-only", "applies to real devices"),
+    (["--read-only"], "read-only", "used by table devices (table:PATH.csv, sim:zeus-...) and cuda devices"),
     (["--cap-from-gpu"], "cap-from-gpu", "give --device cuda"),
-    (["--device", "cpu", "--sim-sensor", "average"], "sim-sensor", "applies to simulated devices"),
+    (["--device", "cpu", "--sim-sensor", "average"], "sim-sensor", "used by simulated GPUs"),
     (["--cap-from-gpu", "--cap", "150"], "cap", "only one of"),
-    (["--input-size", "64"], "input-size", "applies to real devices"),
+    (["--input-size", "64"], "input-size", "used by real devices (cpu, cuda[:N])"),
 ]
 
 

@@ -157,7 +157,7 @@ def test_checkpoint_is_loaded_and_channels_last_used(cpu_without_rapl, tmp_path:
 @pytest.mark.parametrize(
     ("extra", "field", "words"),
     [
-        (["--half"], "half", "needs a cuda device"),
+        (["--half"], "half", "used by cuda devices"),
         (["--workers", "-1"], "workers", "0 or more"),
         (["--checkpoint", "missing.pt"], "checkpoint", "missing"),
         (["--cap", "50"], "cap", "no usable power meter"),

@@ -89,7 +89,7 @@ def test_real_workload_over_an_image_folder(tmp_path: Path) -> None:
     solid_folder(tmp_path, 10)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     w = open_real_workload(
-        WorkloadOptions(device="cpu", images=tmp_path, workers=1, extra={"input_size": 32}),
+        WorkloadOptions(device="cpu", images=tmp_path, workers=1, input_size=32),
         model=net,
         meter=NoMeter("cpu", "test"),
     )

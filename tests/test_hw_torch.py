@@ -51,7 +51,7 @@ def fake_gpu_meter(monkeypatch):
 def test_tiny_cnn_through_the_real_loop(fake_gpu_meter) -> None:
     meter, _ = fake_gpu_meter
     w = open_real_workload(
-        WorkloadOptions(device="cpu", items=600, extra={"input_size": 32}), model=tiny_cnn(), meter=meter
+        WorkloadOptions(device="cpu", items=600, input_size=32), model=tiny_cnn(), meter=meter
     )
     controller = make_controller("batchsizer", w.device.knobs, sizes=(1, 2, 4, 8, 16, 32))
     seen = Collect()
@@ -75,7 +75,7 @@ def test_tiny_cnn_through_the_real_loop(fake_gpu_meter) -> None:
 
 def test_cap_without_meter_is_a_clear_error() -> None:
     w = open_real_workload(
-        WorkloadOptions(device="cpu", items=40, extra={"input_size": 32}),
+        WorkloadOptions(device="cpu", items=40, input_size=32),
         model=tiny_cnn(),
         meter=NoMeter("cpu", "no RAPL here"),
     )

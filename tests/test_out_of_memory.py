@@ -59,7 +59,7 @@ def _workload(model: torch.nn.Module, items: int):
     meter = NoMeter("cpu", "test")
     meter.allow_empty = True
     return open_real_workload(
-        WorkloadOptions(device="cpu", items=items, extra={"input_size": 32}), model=model, meter=meter
+        WorkloadOptions(device="cpu", items=items, input_size=32), model=model, meter=meter
     )
 
 

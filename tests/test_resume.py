@@ -130,7 +130,7 @@ def test_resume_through_torch_on_cpu_gives_the_same_predictions(tmp_path: Path) 
     from batchsizer.policies import make_controller
     from tiny_models import tiny_cnn
 
-    opts = WorkloadOptions(device="cpu", model="tiny", items=120, seed=3, extra={"input_size": 32})
+    opts = WorkloadOptions(device="cpu", model="tiny", items=120, seed=3, input_size=32)
     ident = job_identity(**vars(opts))
 
     def run(path: Path, resume: bool, stop_after: int | None, sizes: str) -> None:

@@ -23,7 +23,7 @@ def test_cpu_model_answers_real_top_k(tmp_path):
     net = tmp_path / "net.py"
     net.write_text(TINY_CNN_SOURCE)
     opts = ServeOptions(
-        workload=WorkloadOptions(device="cpu", model=f"{net}:build", extra={"input_size": 32}),
+        workload=WorkloadOptions(device="cpu", model=f"{net}:build", input_size=32),
         caps=ConstantCap(200),
         controller="static",
         choices={"batch_size": 4, "sizes": (1, 2, 4)},

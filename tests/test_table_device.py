@@ -156,10 +156,10 @@ def test_sensor_options_on_table_and_sim_devices(tmp_path):
     d = open_workload(WorkloadOptions(device=f"table:{path}", items=10)).device
     s = d.sensor_spec
     assert (s.update_period_s, s.window_s, s.noise_w) == (0.020, 0.010, 1.0)
-    extra = {"sensor_update_ms": 100.0, "sensor_window_ms": 1000.0, "sensor_noise_w": 0.0}
-    s = open_workload(WorkloadOptions(device=f"table:{path}", items=10, extra=extra)).device.sensor_spec
+    sensor = {"sensor_update_ms": 100.0, "sensor_window_ms": 1000.0, "sensor_noise_w": 0.0}
+    s = open_workload(WorkloadOptions(device=f"table:{path}", items=10, **sensor)).device.sensor_spec
     assert (s.update_period_s, s.window_s, s.noise_w) == (0.1, 1.0, 0.0)
-    sim = open_workload(WorkloadOptions(device="sim:v100", items=10, extra={"sensor_window_ms": 1000.0})).device
+    sim = open_workload(WorkloadOptions(device="sim:v100", items=10, sensor_window_ms=1000.0)).device
     assert sim.sensor_spec.window_s == 1.0 and sim.sensor_spec.update_period_s == 0.020  # the rest: Volta's
     # through the CLI: a 1 s window flattens the 220 W spikes the default sensor sees over a 200 W cap
     base = ["run", "--device", f"table:{path}", "--controller", "static", "--batch-size", "64", "--items", "3000",

@@ -44,9 +44,9 @@ def test_cap_schedule_with_an_infinite_time_is_refused() -> None:
 
 def test_images_on_the_simulator_is_refused_missing_or_not(tmp_path: Path) -> None:
     line = one_error_line(run("run", "-q", "--items", "50", "--images", str(tmp_path / "nope")), "images")
-    assert "applies to real devices" in line
+    assert "used by real devices (cpu, cuda[:N])" in line
     line = one_error_line(run("run", "-q", "--items", "50", "--images", str(tmp_path)), "images")
-    assert "applies to real devices" in line
+    assert "used by real devices (cpu, cuda[:N])" in line
 
 
 def test_a_missing_images_folder_is_named_on_a_real_device_before_anything_loads(tmp_path: Path, monkeypatch) -> None:

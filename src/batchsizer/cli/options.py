@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from batchsizer.cli.option_check import check_options_used, option_flags
 from batchsizer.core.caps import CapFile, CapSchedule, CapSource, ConstantCap
-from batchsizer.core.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind
+from batchsizer.core.workloads import DEFAULT_DEVICE, WorkloadOptions, device_kind, options_kind
 from batchsizer.errors import ConfigError
 from batchsizer.hw.model_source import is_model_reference
 from batchsizer.io.paths import check_output_file, is_stdout
@@ -199,30 +200,7 @@ REAL_KINDS = ("cpu", "cuda")
 
 def is_table_device(name: str) -> bool:
     """``table:...`` or a ``sim:zeus-...`` short name: a measured table played back."""
-    text = name.strip().lower()
-    return device_kind(text) == "table" or text.startswith("sim:zeus-")
-
-
-def _check_sim_options(kw: dict[str, Any], kind: str) -> None:
-    """The sensor options need a simulated or table device; the table options a table device."""
-    device = kw["device"]
-    for name in ("sensor_update_ms", "sensor_window_ms", "sensor_noise_w"):
-        if kw.get(name) is not None and kind not in ("sim", "table"):
-            raise ConfigError(
-                name.replace("_", "-"),
-                f"sets the simulated power sensor of sim:... and table:... devices, not {device!r} (a real device's "
-                "sensor is what it is)",
-            )
-    for name in ("table_idle_w", "table_host_ms"):
-        value = kw.get(name)
-        if value is None:
-            continue
-        if not is_table_device(device):
-            raise ConfigError(name.replace("_", "-"), f"applies to table devices (table:PATH.csv, sim:zeus-...), not "
-                              f"{device!r}")
-        if not (math.isfinite(value) and value >= 0) or (name == "table_idle_w" and value <= 0):
-            raise ConfigError(name.replace("_", "-"), f"must be {'above 0' if name == 'table_idle_w' else '0 or more'}"
-                              f", got {value!r}")
+    return options_kind(name) == "table"
 
 
 #: the most items a job may ask for (a bound that keeps lengths within what Python's ranges hold)
@@ -230,6 +208,17 @@ MAX_ITEMS = 10**12
 
 
 def make_workload_options(**kw: Any) -> WorkloadOptions:
+    """The workload the options ask for (``serve``, ``profile``): first the options given that the
+    device does not read are refused (:func:`check_options_used`), then the values are checked."""
+    ctx = click.get_current_context(silent=True)
+    flags = option_flags(ctx.command) if ctx is not None else {}
+    check_options_used(given_options(ctx), kw["device"], None, flags)
+    return workload_from(kw, given_options(ctx))
+
+
+def workload_from(kw: Mapping[str, Any], given: Collection[str] = ()) -> WorkloadOptions:
+    """Check the workload options' values (which options the device reads was checked before) and
+    build the typed :class:`WorkloadOptions`; ``given`` names the options the user set."""
     items = kw["items"]
     if items is not None and not 1 <= items <= MAX_ITEMS:
         raise ConfigError("items", f"must be at least 1 and at most {MAX_ITEMS:,}, got {items}")
@@ -238,25 +227,14 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
     workers, checkpoint = kw.get("workers", 2), kw.get("checkpoint")
     if workers < 0:
         raise ConfigError("workers", f"must be 0 or more, got {workers}")
-    if kw.get("half") and kind != "cuda":
-        raise ConfigError("half", f"half precision needs a cuda device, not {kw['device']!r}; leave --half out")
     side = kw.get("input_size")
-    for name, given in (
-        ("channels-last", kw.get("channels_last")),
-        ("checkpoint", checkpoint),
-        ("read-only", kw.get("read_only")),
-        ("input-size", side is not None),
-        ("images", images is not None),
-    ):
-        if given and kind not in REAL_KINDS and not (name == "read-only" and is_table_device(kw["device"])):
-            tables = " and table devices (table:PATH.csv, sim:zeus-...)" if name == "read-only" else ""
-            raise ConfigError(name, f"applies to real devices (cpu, cuda[:N]){tables}, not {kw['device']!r}")
     if side is not None and not 8 <= side <= 4096:
         raise ConfigError("input-size", f"must be between 8 and 4096 pixels, got {side}")
-    _check_sim_options(kw, kind)
-    sensor = kw.get("sim_sensor") or "default"
-    if sensor != "default" and kind != "sim":
-        raise ConfigError("sim-sensor", f"applies to simulated devices (sim:...), not {kw['device']!r}")
+    for name in ("table_idle_w", "table_host_ms"):
+        value = kw.get(name)
+        if value is not None and (not (math.isfinite(value) and value >= 0) or (name == "table_idle_w" and value <= 0)):
+            raise ConfigError(name.replace("_", "-"), f"must be {'above 0' if name == 'table_idle_w' else '0 or more'}"
+                              f", got {value!r}")
     if kind == "sim" and is_model_reference(kw["model"]):
         from batchsizer.sim.models import MODELS
 
@@ -268,7 +246,7 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
     if images is not None and not Path(images).is_dir():
         what = "a file" if Path(images).exists() else "it does not exist"
         raise ConfigError("images", f"{images} is not a folder ({what}); give a folder of images, one subfolder per class")
-    if images is not None and "items" in given_options():
+    if images is not None and "items" in given:
         warn(f"--items {items} is not used: with --images the job runs every image in {images}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         what = "a folder" if Path(checkpoint).is_dir() else "missing"
@@ -284,14 +262,15 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
         channels_last=bool(kw.get("channels_last", False)),
         checkpoint=checkpoint,
         workers=workers,
-        extra={
-            "on_bad_image": kw.get("on_bad_image", "skip"),
-            "input_size": side,
-            "read_only": kw.get("read_only"),
-            "sensor": sensor,
-            **{k: kw.get(k) for k in ("sensor_update_ms", "sensor_window_ms", "sensor_noise_w", "table_idle_w",
-                                      "table_host_ms")},
-        },
+        input_size=side,
+        on_bad_image=kw.get("on_bad_image") or "skip",
+        read_only=bool(kw.get("read_only")),
+        sim_sensor=kw.get("sim_sensor") or "default",
+        sensor_update_ms=kw.get("sensor_update_ms"),
+        sensor_window_ms=kw.get("sensor_window_ms"),
+        sensor_noise_w=kw.get("sensor_noise_w"),
+        table_idle_w=kw.get("table_idle_w"),
+        table_host_ms=kw.get("table_host_ms"),
     )
 
 
@@ -378,39 +357,8 @@ def controller_options(f: F) -> F:
     return _stack(f, decorators)
 
 
-#: the controller options each built-in controller reads; the others it ignores
-CONTROLLER_USES = {
-    "adaptive": {"sizes", "initial"},
-    "batchsizer": {"sizes", "alpha", "initial", "clock_mhz"},
-    "dvfs": {"batch_size", "alpha"},
-    "static": {"batch_size", "clock_mhz"},
-    "aimd": {"sizes", "initial"},
-    "batchdvfs": {"sizes", "alpha", "initial", "clock_mhz"},
-}
-_FLAGS = {"sizes": "--sizes", "alpha": "--alpha", "initial": "--initial", "batch_size": "--batch-size", "clock_mhz": "--clock"}
-
-
-def unused_controller_options(controller: str, given: set[str]) -> list[str]:
-    """The controller options given that ``controller`` does not read (none for controllers it does not know)."""
-    uses = CONTROLLER_USES.get(controller)
-    if uses is None:
-        return []
-    return [flag for name, flag in _FLAGS.items() if name in given and name not in uses]
-
-
-def warn_unused_controller_options(controller: str) -> None:
-    """A warning for each option the user gave that ``controller`` ignores (after the values were checked)."""
-    unused = unused_controller_options(controller, given_options())
-    if unused:
-        kw = {"controller": controller}
-        warn(
-            f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by the {kw['controller']} controller "
-            f"(it reads {', '.join(_FLAGS[n] for n in sorted(CONTROLLER_USES[kw['controller']]))}); leave "
-            f"{'it' if len(unused) == 1 else 'them'} out"
-        )
-
-
 def controller_kwargs(**kw: Any) -> dict[str, Any]:
+    """The controller options as ``make_controller`` takes them (``--sizes`` parsed)."""
     return {
         "sizes": parse_int_list(kw["sizes"], "sizes") if kw["sizes"] is not None else None,
         "alpha": kw["alpha"],

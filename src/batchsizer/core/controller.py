@@ -14,6 +14,14 @@ class Controller(ABC):
 
     name: str = "controller"
 
+    #: the run options it reads (by their CLI names: ``sizes``, ``alpha``, ``initial``, ``batch_size``,
+    #: ``clock_mhz``); one given that it does not read is pointed out. None: not declared, not checked
+    accepts: frozenset[str] | None = None
+
+    #: whether it moves a GPU's clock of its own accord where the device offers clocks (the CLI says so
+    #: before it locks a real card's clock)
+    moves_clock: bool = False
+
     @abstractmethod
     def initial(self) -> Setting:
         """The setting the job starts with."""

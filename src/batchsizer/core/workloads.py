@@ -22,7 +22,7 @@ DEFAULT_DEVICE = "sim:p40"
 
 @dataclass
 class WorkloadOptions:
-    """What the user asked for; each device kind reads the fields that apply to it."""
+    """What the user asked for; each device kind reads the fields that apply to it (``DEVICE_OPTIONS``)."""
 
     device: str = DEFAULT_DEVICE
     model: str = "res101"
@@ -34,7 +34,21 @@ class WorkloadOptions:
     channels_last: bool = False
     checkpoint: Path | None = None
     workers: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: real devices: the side of the square input images (None: the model's own)
+    input_size: int | None = None
+    #: real devices with ``images``: ``"skip"`` an undecodable file or ``"stop"`` the job
+    on_bad_image: str = "skip"
+    #: real and table devices: never offer clocks or power limits to the controller
+    read_only: bool = False
+    #: simulated GPUs: which family sensor (``"default"``, ``"instant"``, ``"average"``)
+    sim_sensor: str = "default"
+    #: simulated and table devices: the sensor's fields replaced (None: the family's or the table's)
+    sensor_update_ms: float | None = None
+    sensor_window_ms: float | None = None
+    sensor_noise_w: float | None = None
+    #: table devices: the idle power and per-batch host phase replacing the table's columns
+    table_idle_w: float | None = None
+    table_host_ms: float | None = None
 
 
 @dataclass
@@ -56,8 +70,39 @@ DEVICE_KINDS: dict[str, str] = {
 }
 
 
+_SENSOR = frozenset({"sensor_update_ms", "sensor_window_ms", "sensor_noise_w"})
+_REAL = frozenset({"model", "items", "seed", "input_size", "images", "workers", "on_bad_image", "channels_last",
+                   "checkpoint"})
+
+#: the options (``WorkloadOptions`` fields, by their CLI names) each device kind reads; "table" is
+#: both ``table:...`` and the ``sim:zeus-...`` tables. A kind without an entry is not checked.
+DEVICE_OPTIONS: dict[str, frozenset[str]] = {
+    "scripted": frozenset({"items"}),
+    "sim": frozenset({"model", "dataset", "items", "seed", "sim_sensor"}) | _SENSOR,
+    "table": frozenset({"items", "seed", "read_only", "table_idle_w", "table_host_ms"}) | _SENSOR,
+    "cuda": _REAL | {"half", "read_only"},
+    "cpu": _REAL,
+}
+
+#: how each kind in ``DEVICE_OPTIONS`` is named to the user
+DEVICE_LABELS: dict[str, str] = {
+    "scripted": "the scripted test device",
+    "sim": "simulated GPUs (sim:p40, sim:v100, sim:a100, sim:h100)",
+    "table": "table devices (table:PATH.csv, sim:zeus-...)",
+    "cuda": "cuda devices (cuda[:N])",
+    "cpu": "the cpu device",
+}
+
+
 def device_kind(name: str) -> str:
+    """The device name's prefix: ``sim``, ``table``, ``cuda``, ``cpu``, ``scripted``."""
     return name.split(":", 1)[0].strip().lower()
+
+
+def options_kind(name: str) -> str:
+    """The kind whose options a device reads: ``device_kind``, except that ``sim:zeus-...`` is a table."""
+    text = name.strip().lower()
+    return "table" if text.startswith("sim:zeus-") else device_kind(text)
 
 
 def open_workload(opts: WorkloadOptions) -> Workload:

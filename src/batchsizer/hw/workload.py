@@ -55,7 +55,7 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
         from batchsizer.hw.images import list_image_folder
 
         listed = list_image_folder(opts.images)
-    side_asked = opts.extra.get("input_size")
+    side_asked = opts.input_size
     if model is None:
         loaded = load_model(
             opts.model,
@@ -80,7 +80,7 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
     if opts.images is not None:
         from batchsizer.hw.images import ImageBatcher
 
-        on_bad = str(opts.extra.get("on_bad_image", "skip"))
+        on_bad = opts.on_bad_image
         batcher = ImageBatcher(crop=side, resize=round(side * 256 / 224), workers=opts.workers, on_bad=on_bad)
         source, classes = listed
         prepare: Callable[[list[Any]], Any] = batcher
@@ -97,7 +97,7 @@ def open_real_workload(opts: WorkloadOptions, model: Any = None, meter: PowerMet
         # would cost the model more than cutting a batch from memory does (benchmarks/overhead.py)
         prefetch = 0 if device_name == "cpu" else 1
     try:
-        device = _open_device(device_name, runner, meter, closers, read_only=bool(opts.extra.get("read_only")))
+        device = _open_device(device_name, runner, meter, closers, read_only=opts.read_only)
     except BaseException:
         for close in closers:
             close()

@@ -90,13 +90,33 @@ CONTROLLERS: dict[str, Factory] = {
     "batchdvfs": _batchdvfs,
 }
 
+#: the class each named controller builds, for what it declares (``accepts``, ``moves_clock``) before one is built
+CONTROLLER_TYPES: dict[str, type[Controller]] = {
+    "adaptive": Adaptive,
+    "batchsizer": Algorithm1,
+    "dvfs": DvfsSearch,
+    "static": Static,
+    "aimd": Aimd,
+    "batchdvfs": BatchDvfs,
+}
+
 #: the model-based controller beats Algorithm 1 on the benchmark (benchmarks/controllers.py, docs/controllers.md)
 DEFAULT_CONTROLLER = "adaptive"
 
 
-def register(name: str, factory: Factory) -> None:
-    """Add a controller that the CLI and the reproduction can name."""
+def register(name: str, factory: Factory, cls: type[Controller] | None = None) -> None:
+    """Add a controller that the CLI and the reproduction can name; ``cls``, the class it builds, tells
+    the CLI which options it reads (its ``accepts``) and whether it moves the clock."""
     CONTROLLERS[name] = factory
+    if cls is None:
+        CONTROLLER_TYPES.pop(name, None)
+    else:
+        CONTROLLER_TYPES[name] = cls
+
+
+def controller_type(name: str) -> type[Controller] | None:
+    """The class the controller called ``name`` builds, where it is known (None: unknown or not declared)."""
+    return CONTROLLER_TYPES.get(name) if name in CONTROLLERS else None
 
 
 def make_controller(name: str, knobs: DeviceKnobs | None = None, **options: Any) -> Controller:
@@ -109,6 +129,7 @@ def make_controller(name: str, knobs: DeviceKnobs | None = None, **options: Any)
 
 __all__ = [
     "CONTROLLERS",
+    "CONTROLLER_TYPES",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_CONTROLLER",
     "Controller",
@@ -116,6 +137,7 @@ __all__ = [
     "DeviceKnobs",
     "Observation",
     "Setting",
+    "controller_type",
     "make_controller",
     "register",
 ]

@@ -65,6 +65,8 @@ class Adaptive(Controller):
     """Fastest setting whose power bound stays under the cap, exploring where the model says it pays."""
 
     name = "adaptive"
+    accepts = frozenset({"sizes", "initial"})
+    moves_clock = True
     can_drop_clocks = True
 
     def __init__(

@@ -16,6 +16,7 @@ from batchsizer.policies.base import Controller, Decision, Observation, Setting
 
 class Aimd(Controller):
     name = "aimd"
+    accepts = frozenset({"sizes", "initial"})
 
     def __init__(self, initial: int = 1, step: int = 4, decrease: float = 0.1, max_batch_size: int = 256) -> None:
         self.size = check_batch_size(initial, "initial batch size")

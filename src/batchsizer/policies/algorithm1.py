@@ -25,6 +25,7 @@ class Algorithm1(BandSearchController):
     """
 
     name = "batchsizer"
+    accepts = frozenset({"sizes", "alpha", "initial", "clock_mhz"})
 
     def __init__(
         self,

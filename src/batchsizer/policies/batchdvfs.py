@@ -37,6 +37,8 @@ class BatchDvfs(Controller):
     """Binary search over sizes with a clock step at the ends; decisions every ``decision_s`` on the max reading."""
 
     name = "batchdvfs"
+    accepts = frozenset({"sizes", "alpha", "initial", "clock_mhz"})
+    moves_clock = True
     can_drop_clocks = True
 
     def __init__(

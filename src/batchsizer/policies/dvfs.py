@@ -18,6 +18,8 @@ class DvfsSearch(BandSearchController):
     """
 
     name = "dvfs"
+    accepts = frozenset({"batch_size", "alpha"})
+    moves_clock = True
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ from batchsizer.policies.base import Controller, Decision, Observation, Setting
 
 class Static(Controller):
     name = "static"
+    accepts = frozenset({"batch_size", "clock_mhz"})
 
     def __init__(self, batch_size: int = 16, clock_mhz: int | None = None, power_limit_w: float | None = None) -> None:
         self.setting = Setting(check_batch_size(batch_size), clock_mhz, power_limit_w)

@@ -78,7 +78,7 @@ def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
             inner = make_table_device(rest, seed=w.seed)
         elif rest in GPU_NAMES:
             inner = make_sim_device(
-                rest, w.model, w.dataset, seed=w.seed, sensor=w.extra.get("sensor"), host_scale=opts.sim_host_scale
+                rest, w.model, w.dataset, seed=w.seed, sensor=w.sim_sensor, host_scale=opts.sim_host_scale
             )
         else:
             raise ConfigError(
@@ -94,7 +94,7 @@ def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
 
         device = workload.device
         device.runner = TopKRunner.from_runner(device.runner, opts.top_k)  # type: ignore[attr-defined]
-        side = int(w.extra.get("input_size") or 224)
+        side = int(w.input_size or 224)
         device.serve_side = side  # type: ignore[attr-defined]
         return device, stack_images, {**workload.info, "simulated": False}
     raise ConfigError("device", f"serve runs on sim:*, cpu or cuda[:N], not {w.device!r}")

@@ -3,11 +3,11 @@
 ``sim:p40`` (also ``sim:v100``, ``sim:a100``, ``sim:h100``; bare ``sim`` is the P40) runs
 ``opts.model`` on ``opts.dataset`` through the analytic plant; ``sim:zeus-v100:shufflenetv2``
 (``sim:zeus-<v100|a40>:<network>[@<dataset>]``) serves a measured Zeus table instead, and ignores
-the model and dataset. The items are just indices: the simulator needs no data. ``opts.extra["sensor"]``
+the model and dataset. The items are just indices: the simulator needs no data. ``opts.sim_sensor``
 may pick ``"average"`` (the H100's 1 s nvmlDeviceGetPowerUsage) instead of the default sensor;
 ``sensor_update_ms``/``sensor_window_ms``/``sensor_noise_w`` override the sensor's fields.
 ``table:PATH.csv[:SELECTOR]`` (:func:`open_table_workload`) plays any measured table (docs/tables.md),
-with ``table_idle_w``/``table_host_ms`` and ``read_only`` from ``opts.extra``.
+with ``opts.table_idle_w``/``opts.table_host_ms`` and ``opts.read_only``.
 """
 
 from __future__ import annotations
@@ -22,25 +22,22 @@ from batchsizer.sim.gpus import override_sensor
 
 def sensor_overrides(opts: WorkloadOptions) -> dict[str, float | None]:
     """The ``--sensor-*`` options given (None where not)."""
-    x = opts.extra
-    return {"update_ms": x.get("sensor_update_ms"), "window_ms": x.get("sensor_window_ms"),
-            "noise_w": x.get("sensor_noise_w")}
+    return {"update_ms": opts.sensor_update_ms, "window_ms": opts.sensor_window_ms, "noise_w": opts.sensor_noise_w}
 
 
 def _table_device(name: str, opts: WorkloadOptions) -> Any:
     """A table device (``table:...`` or ``sim:zeus-...``) with the table and sensor options applied."""
     from batchsizer.sim.table_plant import TABLE_GPUS, TABLE_SENSOR, open_table_device, parse_name
 
-    x = opts.extra
     base = TABLE_GPUS[parse_name(name)[0]].sensor if name.lower().startswith("sim:zeus-") else TABLE_SENSOR
-    host_ms = x.get("table_host_ms")
+    host_ms = opts.table_host_ms
     return open_table_device(
         name,
         seed=opts.seed,
         sensor=override_sensor(base, **sensor_overrides(opts)),
-        idle_w=x.get("table_idle_w"),
+        idle_w=opts.table_idle_w,
         host_s=None if host_ms is None else host_ms / 1000.0,
-        read_only=bool(x.get("read_only")),
+        read_only=opts.read_only,
     )
 
 
@@ -72,7 +69,7 @@ def open_sim_workload(opts: WorkloadOptions) -> Workload:
         )
     from batchsizer.sim.gpus import get_gpu, sensor_for
 
-    sensor = override_sensor(sensor_for(get_gpu(rest), opts.extra.get("sensor")), **sensor_overrides(opts))
+    sensor = override_sensor(sensor_for(get_gpu(rest), opts.sim_sensor), **sensor_overrides(opts))
     device = make_sim_device(rest, opts.model, opts.dataset, seed=opts.seed, sensor=sensor)
     plant = device.plant
     info = {

@@ -9,18 +9,19 @@ from typing import Any
 import click
 
 from batchsizer.cli.interrupt import StopOnSignal
+from batchsizer.cli.option_check import check_options_used, option_flags
 from batchsizer.cli.options import (
     REAL_KINDS,
     cap_options,
-    controller_kwargs,
     controller_options,
+    given_options,
     make_cap_source,
-    make_workload_options,
     path_option,
     warn,
-    warn_unused_controller_options,
+    workload_from,
     workload_options,
 )
+from batchsizer.cli.run_options import RunOptions
 from batchsizer.core.batching import DynamicBatchStream
 from batchsizer.core.cap_rule import CapRule
 from batchsizer.core.caps import CapFile, CapSource, check_cap
@@ -43,8 +44,6 @@ from batchsizer.ui.live import close_view, make_view, print_summary
 EXIT_CAP_NOT_MET = 3
 
 DEFAULT_CAP_W = 200.0
-#: controllers that move a GPU's clock where the device offers clocks
-CLOCK_USERS = ("adaptive", "dvfs")
 
 
 @click.command()
@@ -108,50 +107,60 @@ def command(**kw: Any) -> None:
     standard error. Exit codes: 0 done, 2 bad input, 3 cap not met with --strict, 130/143 stopped
     by Ctrl-C/SIGTERM (records and outputs flushed).
     """
-    opts = make_workload_options(**kw)
-    caps = make_cap_source(kw["cap"], kw["cap_schedule"], kw["cap_file"], DEFAULT_CAP_W, from_gpu=kw["cap_from_gpu"])
-    if kw["cap_from_gpu"] and device_kind(kw["device"]) != "cuda":
+    ctx = click.get_current_context()
+    run_job(RunOptions.from_params(kw, frozenset(given_options(ctx))))
+
+
+def run_job(o: RunOptions) -> None:
+    """The job ``o`` asks for: every option checked before a device is opened, then run to the end."""
+    # an option given that neither the device nor the controller reads: an error for device options,
+    # a warning (shown once every value is checked) for controller options
+    unused = check_options_used(o.given, o.device, o.controller, option_flags(command))
+    opts = workload_from(o.workload_fields(), o.given)
+    caps = make_cap_source(o.cap, o.cap_schedule, o.cap_file, DEFAULT_CAP_W, from_gpu=o.cap_from_gpu)
+    if o.cap_from_gpu and device_kind(o.device) != "cuda":
         raise ConfigError(
-            "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {kw['device']!r}"
+            "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {o.device!r}"
         )
-    window = Window(batches=kw["window_batches"], seconds=kw["window_seconds"])
-    cap_rule = CapRule.parse(kw["cap_rule"])
-    choices = controller_kwargs(**kw)  # checked before a device is opened
+    window = Window(batches=o.window_batches, seconds=o.window_seconds)
+    cap_rule = CapRule.parse(o.cap_rule)
+    choices = o.controller_choices()  # checked before a device is opened
     check_alpha(choices["alpha"])
     identity = job_identity(**vars(opts))
     start = 0  # items already in the outputs file of a stopped run (--resume)
-    if kw["save_outputs"] is not None:
-        start = prepare_outputs(kw["save_outputs"], identity, kw["resume"])
-    elif kw["resume"]:
+    if o.save_outputs is not None:
+        start = prepare_outputs(o.save_outputs, identity, o.resume)
+    elif o.resume:
         raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the job to continue")
-    if kw["power_limit"] is not None:
-        check_cap(kw["power_limit"], "power-limit")
-    _check_meter_first(kw)
-    warn_unused_controller_options(kw["controller"])  # every value checked: now what will not be used
-    human_err = is_stdout(kw["records"]) or is_stdout(kw["json_path"])  # stdout carries the data
-    if device_kind(kw["device"]) in REAL_KINDS and not kw["quiet"]:
-        click.echo(f"loading {kw['model']} on {kw['device']}…", err=True)  # seconds before the first batch
+    if o.power_limit is not None:
+        check_cap(o.power_limit, "power-limit")
+    _check_meter_first(o)
+    for line in unused:  # every value checked: now what will not be used
+        warn(line)
+    human_err = is_stdout(o.records) or is_stdout(o.json_path)  # stdout carries the data
+    if device_kind(o.device) in REAL_KINDS and not o.quiet:
+        click.echo(f"loading {o.model} on {o.device}…", err=True)  # seconds before the first batch
     workload = open_workload(opts)
     try:  # whatever fails from here until the job runs closes the device (and puts back its settings)
-        caps, unmetered, controller = _setup(kw, workload, caps, choices)
+        caps, unmetered, controller = _setup(o, workload, caps, choices)
         total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
         nothing_to_do = total is not None and start >= total
         if not nothing_to_do:
-            view = make_view(kw["quiet"], None if total is None else total - start, err=human_err)
-            observers = _observers(kw, workload, opts.device, identity, start, unmetered, view, caps)
+            view = make_view(o.quiet, None if total is None else total - start, err=human_err)
+            observers = _observers(o, workload, identity, start, unmetered, view, caps)
     except BaseException:
         workload.device.close()
         raise
     if nothing_to_do:
         workload.device.close()
-        click.echo(f"nothing to do: all {total} items are already in {kw['save_outputs']}", err=human_err)
+        click.echo(f"nothing to do: all {total} items are already in {o.save_outputs}", err=human_err)
         return
     stream = DynamicBatchStream(workload.source, prefetch=workload.prefetch, prepare=workload.prepare, start=start)
     stop = threading.Event()
     with workload.device, StopOnSignal(stop) as stopper:
         try:
             loop = ControlLoop(
-                workload.device, controller, caps, window, observers, stop, strict=kw["strict"], cap_rule=cap_rule
+                workload.device, controller, caps, window, observers, stop, strict=o.strict, cap_rule=cap_rule
             )
             summary = loop.run(stream)
         except BatchSizerError as exc:  # e.g. --on-bad-image stop: say why in the records, close the files
@@ -165,18 +174,18 @@ def command(**kw: Any) -> None:
         "workload": workload.info,
         "controller": controller.describe(),
         **describe_cap(caps),
-        "power_limit_w": kw["power_limit"],
+        "power_limit_w": o.power_limit,
         "resumed_from": start,
     }
-    _finish(kw, summary, about, human_err)
+    _finish(o, summary, about, human_err)
     if stopper.exit_code:
         click.get_current_context().exit(stopper.exit_code)
 
 
-def _check_meter_first(kw: dict[str, Any]) -> None:
+def _check_meter_first(o: RunOptions) -> None:
     """On a CPU, whether RAPL can be read, before the model loads: a controller that needs power
     readings cannot run without it, and that should not take a model load to find out."""
-    if device_kind(kw["device"]) != "cpu":
+    if device_kind(o.device) != "cpu":
         return
     from batchsizer.hw.rapl import rapl_status
     from batchsizer.hw.torch_device import NoMeter, uncapped_note
@@ -184,9 +193,8 @@ def _check_meter_first(kw: dict[str, Any]) -> None:
     _, reason = rapl_status()
     if reason is None:
         return
-    cap_given = any(kw[k] is not None for k in ("cap", "cap_schedule", "cap_file"))
     try:
-        uncapped_note(NoMeter("cpu", reason), cap_given=cap_given, controller=kw["controller"])
+        uncapped_note(NoMeter("cpu", reason), cap_given=o.cap_given, controller=o.controller)
     except ConfigError as exc:
         raise ConfigError(
             exc.field,
@@ -196,14 +204,14 @@ def _check_meter_first(kw: dict[str, Any]) -> None:
 
 
 def _setup(
-    kw: dict[str, Any], workload: Workload, caps: CapSource, choices: dict[str, Any]
+    o: RunOptions, workload: Workload, caps: CapSource, choices: dict[str, Any]
 ) -> tuple[CapSource, str | None, Controller]:
     """What needs the open device: its power limit (--power-limit), the cap it gives (--cap-from-gpu),
     what a device without a power meter may run, and the controller for its knobs."""
     device = workload.device
-    if kw["power_limit"] is not None:
-        device.set_power_limit(kw["power_limit"])  # put back when the device closes
-    if kw["cap_from_gpu"]:
+    if o.power_limit is not None:
+        device.set_power_limit(o.power_limit)  # put back when the device closes
+    if o.cap_from_gpu:
         from batchsizer.hw.gpu_cap import GpuLimitCap
 
         caps = GpuLimitCap(device.gpu)  # type: ignore[attr-defined]
@@ -211,14 +219,13 @@ def _setup(
     if not getattr(device.meter, "available", True):  # a real CPU without readable RAPL
         from batchsizer.hw.torch_device import Uncapped, uncapped_note
 
-        cap_given = any(kw[k] is not None for k in ("cap", "cap_schedule", "cap_file"))
-        unmetered = uncapped_note(device.meter, cap_given=cap_given, controller=kw["controller"])
+        unmetered = uncapped_note(device.meter, cap_given=o.cap_given, controller=o.controller)
         caps = Uncapped()
-    controller = make_controller(kw["controller"], device.knobs, **choices)
-    if device_kind(kw["device"]) == "cuda" and device.knobs.has_clocks and kw["controller"] in CLOCK_USERS:
+    controller = make_controller(o.controller, device.knobs, **choices)
+    if device_kind(o.device) == "cuda" and device.knobs.has_clocks and controller.moves_clock:
         # a real card's clock will be locked while the job runs: say so before it happens
         click.echo(
-            f"note: {kw['controller']} may lock {kw['device']}'s SM clock while it runs (put back when the job "
+            f"note: {o.controller} may lock {o.device}'s SM clock while it runs (put back when the job "
             "ends); --read-only leaves the card's settings alone",
             err=True,
         )
@@ -226,9 +233,8 @@ def _setup(
 
 
 def _observers(
-    kw: dict[str, Any],
+    o: RunOptions,
     workload: Workload,
-    device: str,
     identity: dict[str, Any],
     start: int,
     unmetered: str | None,
@@ -239,10 +245,10 @@ def _observers(
     the recorder writes), then the live view, the records and the outputs."""
     observers: list[LoopObserver] = []
     limit = board_limit_w(workload.device)
-    if kw["power_limit"] is not None:
-        limit = kw["power_limit"] if limit is None else min(limit, kw["power_limit"])
+    if o.power_limit is not None:
+        limit = o.power_limit if limit is None else min(limit, o.power_limit)
     if limit is not None:
-        observers.append(_CapAboveLimit(caps, limit, kw["device"]))
+        observers.append(_CapAboveLimit(caps, limit, o.device))
     report = getattr(workload.prepare, "report", None)  # skipped unreadable images -> the summary
     if callable(report):
         observers.append(report())
@@ -250,29 +256,29 @@ def _observers(
         observers.append(_Note(unmetered))
     if view is not None:
         observers.append(view)
-    if kw["records"] is not None:
-        appending = kw["resume"] and Path(kw["records"]).is_file()
+    if o.records is not None:
+        appending = o.resume and Path(o.records).is_file()
         if appending:
-            cut_partial_line(Path(kw["records"]))
+            cut_partial_line(Path(o.records))
         extra = {"workload": workload.info, "resumed_from": start}
         recorder = JobRecorder(
-            RecordWriter(kw["records"], append=appending), extra=extra, caps=caps, clock=workload.device.clock
+            RecordWriter(o.records, append=appending), extra=extra, caps=caps, clock=workload.device.clock
         )
         observers.append(recorder)
-    if kw["save_outputs"] is not None:
-        placeholder = device_kind(device) in PLACEHOLDER_KINDS
+    if o.save_outputs is not None:
+        placeholder = device_kind(o.device) in PLACEHOLDER_KINDS
         skipped = getattr(workload.prepare, "skipped", None)
-        observers.append(OutputWriter(kw["save_outputs"], identity, start, placeholder=placeholder, skipped=skipped))
+        observers.append(OutputWriter(o.save_outputs, identity, start, placeholder=placeholder, skipped=skipped))
     if isinstance(caps, CapFile):  # rejected content: an event, on the terminal and in the records
         observers.insert(0, _CapFileRejects(caps, observers))
     return observers
 
 
-def _finish(kw: dict[str, Any], summary: Summary, about: dict[str, Any], human_err: bool = False) -> None:
+def _finish(o: RunOptions, summary: Summary, about: dict[str, Any], human_err: bool = False) -> None:
     """The summary on the terminal and in --json; exit code 3 when --strict found the cap unmeetable."""
     print_summary(summary, err=human_err)
-    if kw["json_path"] is not None:
-        write_json_atomic(kw["json_path"], {**about, **summary.to_dict()})
+    if o.json_path is not None:
+        write_json_atomic(o.json_path, {**about, **summary.to_dict()})
     if summary.stop_reason == "cap-not-met":
         click.echo(f"error: cap: not met and --strict was given; {summary.notes[-1]}", err=True)
         click.get_current_context().exit(EXIT_CAP_NOT_MET)
