@@ -24,6 +24,8 @@ def test_controller_sets_serve_batch_size_at_run_time(local_ray):
     from batchsizer.serve.ray_serve import capped_classifier
 
     app = capped_classifier(device="sim:a100", model="res50", cap_w=250, window_seconds=0.3).bind()
+    # handles only: no HTTP proxy (nothing listens, and none has to start on a loaded 2-core machine)
+    serve.start(proxy_location="Disabled")
     handle = serve.run(app, name="capped", route_prefix=None)
     png = _tiny_png()
     answers = []
