@@ -313,8 +313,10 @@ class Adaptive(Controller):
                 return j
         gaps = []
         for lo, hi in ((lower, b_i), (b_i, upper)):
-            inside = free & (self._grid_b > (lo or 0)) & (self._grid_b < (hi or 0)) if lo and hi else None
-            if inside is not None and inside.any():
+            if lo is None or hi is None:
+                continue
+            inside = free & (self._grid_b > lo) & (self._grid_b < hi)
+            if inside.any():
                 gaps.append((math.log(hi / lo), math.sqrt(lo * hi), inside))
         if not gaps:
             return None
