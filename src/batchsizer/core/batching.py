@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 
 def check_batch_size(value: int, field: str = "batch_size") -> int:
+    """``value`` if it is an int of at least 1 (bools refused); ConfigError on ``field`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(field, f"must be a whole number of items, got {value!r}")
     if value < 1:
@@ -94,10 +95,12 @@ class Batch(Generic[T]):
 
     @property
     def size(self) -> int:
+        """The number of items in the batch."""
         return len(self.items)
 
     @property
     def indices(self) -> range:
+        """The source positions of the batch's items, first to last."""
         return range(self.first_index, self.first_index + len(self.items))
 
 

@@ -54,12 +54,14 @@ class CapRule:
 
     @property
     def is_peak(self) -> bool:
+        """Whether every single reading must be under the cap (the paper's rule), not a rolling mean."""
         return self.window_s <= 0
 
     def __str__(self) -> str:
         return "peak" if self.is_peak else f"avg:{self.window_s:g}"
 
     def describe(self) -> str:
+        """The rule in words, for the summary and messages."""
         if self.is_peak:
             return "every sensor reading at or under the cap"
         return f"the {self.window_s:g} s rolling mean of the sensor at or under the cap"
@@ -132,6 +134,7 @@ class CapJudge:
         self._open: tuple[float, float] | None = None  # (start, end) of the excursion in progress
 
     def feed(self, series: Sequence[PowerSample], start: float, end: float, cap_at: Callable[[float], float]) -> None:
+        """Account the judged ``series`` over [start, end] against ``cap_at`` (device time to watts)."""
         for i, s in enumerate(series):
             a = max(s.t, start)
             b = min(series[i + 1].t if i + 1 < len(series) else end, end)
@@ -157,6 +160,7 @@ class CapJudge:
         return None if self._open is None else self._open[0]
 
     def stats(self) -> ViolationStats:
+        """The totals so far: time over, excursions, longest, worst overshoot and energy over the cap."""
         return ViolationStats(self.over_s, self.count, self.longest_s, self.worst_overshoot_w, self.excess_j)
 
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def check_cap(value: float, field: str = "cap") -> float:
+    """``value`` as a float number of watts; ConfigError on ``field`` unless it is a finite number above 0."""
     try:
         watts = float(value)
     except (TypeError, ValueError):
@@ -31,14 +32,18 @@ def check_cap(value: float, field: str = "cap") -> float:
 class CapSource(Protocol):
     """Tells the cap in force at ``elapsed`` seconds since the job started."""
 
-    def cap_at(self, elapsed: float) -> float: ...
+    def cap_at(self, elapsed: float) -> float:
+        """The cap in watts in force ``elapsed`` seconds after the job started."""
 
 
 class ConstantCap:
+    """The same cap in watts for the whole job (checked positive and finite when built)."""
+
     def __init__(self, watts: float) -> None:
         self.watts = check_cap(watts)
 
     def cap_at(self, elapsed: float) -> float:
+        """The fixed cap, whatever the time."""
         return self.watts
 
     def __repr__(self) -> str:
@@ -78,6 +83,7 @@ class CapSchedule:
         return cls(steps)
 
     def cap_at(self, elapsed: float) -> float:
+        """The cap of the last step that started at or before ``elapsed`` (the first step's before 0)."""
         cap = self.steps[0][1]
         for t, c in self.steps:
             if t <= elapsed:
@@ -129,6 +135,7 @@ class CapFile:
         return (st.st_mtime, st.st_size)
 
     def cap_at(self, elapsed: float) -> float:
+        """The cap last read; the file is re-read when its mtime or size changed, bad content noted in ``rejected``."""
         stamp = self._stat()
         if stamp is None or stamp == self._stamp:
             return self.watts

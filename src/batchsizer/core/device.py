@@ -34,6 +34,7 @@ class BatchOutcome:
 
     @property
     def latency_s(self) -> float:
+        """Seconds from the batch's start to its end on the device's clock."""
         return self.end - self.start
 
 
@@ -69,6 +70,7 @@ class Device(ABC):
             self.set_power_limit(setting.power_limit_w)
 
     def describe(self) -> dict[str, Any]:
+        """What the job's start record and ``on_start`` tell about the device; subclasses add their details."""
         return {"name": self.name}
 
     def loop_observers(self, cap_rule: CapRule) -> Sequence[LoopObserver]:

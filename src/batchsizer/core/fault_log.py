@@ -28,9 +28,11 @@ class FaultLog:
             self.event("telemetry", f"{fault.message}; the controller is not shown these readings", fault=fault.kind)
 
     def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to the count of ``key``."""
         self.counts[key] = self.counts.get(key, 0) + n
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
+        """Queue an event for the loop's observers (see :meth:`pop_events`)."""
         self.events.append((kind, message, fields))
 
     def pop_events(self) -> list[tuple[str, str, dict[str, Any]]]:

@@ -93,6 +93,7 @@ class TelemetryGuard:
 
     @property
     def counts(self) -> dict[str, int]:
+        """The fault log's counts by kind (faults, dropped samples, holds, fallbacks), live."""
         return self.log.counts
 
     def read(self, meter: PowerMeter, start: float, end: float, setting: Setting | None = None) -> CheckedReadings:
@@ -126,6 +127,7 @@ class TelemetryGuard:
         return self._fallback.safe_setting(cap_w) if self._fallback is not None else Setting(1)
 
     def pop_events(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The (kind, message, fields) events noted since the last call, for the loop to pass on."""
         return self.log.pop_events()
 
     def note_lines(self) -> list[str]:

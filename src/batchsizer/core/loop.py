@@ -92,6 +92,10 @@ class ControlLoop:
         self._emit("on_event", kind, message, **fields)
 
     def run(self, stream: DynamicBatchStream[Any]) -> Summary:
+        """Run every batch of ``stream``, closing and deciding each period, and return the job's summary.
+
+        Stops early when ``stop_event`` is set, or with ``strict`` once the cap is confirmed unreachable.
+        """
         device, clock, runner = self.device, self.device.clock, self.runner
         self._listeners = [*device.loop_observers(self.cap_rule), *self.observers]
         summary = Summary()

@@ -37,6 +37,7 @@ class PeriodRecord:
         return lambda _t: cap
 
     def to_fields(self) -> dict[str, Any]:
+        """The period as flat fields for a ``period`` record: what was measured, set, and decided next."""
         o, d = self.observation, self.decision
         return {
             "period": o.period,
@@ -65,12 +66,17 @@ class PeriodRecord:
 class LoopObserver:
     """Hooks for whatever watches a job (records, the live view, tests). All optional."""
 
-    def on_start(self, info: dict[str, Any]) -> None: ...
+    def on_start(self, info: dict[str, Any]) -> None:
+        """Called once before the first batch with the job's description (device, controller, cap...)."""
 
-    def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None: ...
+    def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        """Called after each batch with its index, the batch, its timing and the setting it ran at."""
 
-    def on_period(self, record: PeriodRecord) -> None: ...
+    def on_period(self, record: PeriodRecord) -> None:
+        """Called when a control period closes, with what was measured and decided."""
 
-    def on_event(self, kind: str, message: str, **fields: Any) -> None: ...
+    def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        """Called for something worth telling (a cap change, a telemetry fault...); ``kind`` names it."""
 
-    def on_end(self, summary: Summary) -> None: ...
+    def on_end(self, summary: Summary) -> None:
+        """Called once with the summary when the job ends, also when stopped early (not after an exception)."""

@@ -36,6 +36,7 @@ class Window:
             raise ConfigError("window", f"seconds must be a positive number, got {self.seconds}")
 
     def closes(self, batches: int, elapsed_s: float) -> bool:
+        """Whether a period that ran ``batches`` batches over ``elapsed_s`` seconds is over."""
         if self.batches is not None and batches >= self.batches:
             return True
         return self.seconds is not None and elapsed_s >= self.seconds

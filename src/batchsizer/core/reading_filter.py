@@ -53,6 +53,7 @@ class CheckedReadings:
 
     @property
     def usable(self) -> bool:
+        """Whether any clean reading is left to judge the period by."""
         return self.window.valid
 
 

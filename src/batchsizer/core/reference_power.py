@@ -35,10 +35,12 @@ class ReferencePowerAccount(LoopObserver):
             self.energy_j += window.energy_j
 
     def on_period(self, record: PeriodRecord) -> None:
+        """Account the period's true power against the cap that was in force over it."""
         o = record.observation
         self.add(o.start, o.end, record.cap_function())
 
     def on_end(self, summary: Summary) -> None:
+        """Put the true-power energy and violations into ``summary.true_power``."""
         summary.true_power = {
             "energy_j": self.energy_j,
             "over_cap_s": self.judge.over_s,

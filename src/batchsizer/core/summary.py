@@ -43,21 +43,26 @@ class Summary:
 
     @property
     def throughput(self) -> float:
+        """Items per second over the job (0 for a job that took no time)."""
         return self.items / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def avg_batch_size(self) -> float:
+        """Items per batch over the job (0 when no batch ran)."""
         return self.items / self.batches if self.batches else 0.0
 
     @property
     def energy_per_item_j(self) -> float:
+        """Joules per item; NaN when no item was processed."""
         return self.energy_j / self.items if self.items else math.nan
 
     @property
     def over_cap_fraction(self) -> float:
+        """The share of the job's time spent over the cap, 0 to 1."""
         return self.over_cap_s / self.duration_s if self.duration_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields plus the derived figures, for ``--json``; power figures are None when no power was measured."""
         d = asdict(self)
         d.update(
             throughput=self.throughput,
@@ -105,6 +110,7 @@ class PowerAccounting:
             self.measured_periods += 1
 
     def fill(self, summary: Summary) -> None:
+        """Write the sensor's energy, violations and cap rule into ``summary``."""
         summary.power_measured = self.measured_periods > 0
         summary.cap_rule = str(self.rule)
         summary.energy_j = self.energy_j

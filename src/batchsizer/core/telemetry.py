@@ -37,10 +37,12 @@ class PowerWindow:
 
     @property
     def valid(self) -> bool:
+        """Whether the window holds at least one reading and a finite peak, so it can be judged."""
         return self.samples > 0 and math.isfinite(self.peak_w)
 
 
 def empty_window(start: float, end: float) -> PowerWindow:
+    """A window over [start, end] with no readings: NaN peak, mean and energy, 0 samples."""
     return PowerWindow(start, end, math.nan, math.nan, math.nan, 0)
 
 
@@ -98,6 +100,7 @@ class PowerMeter:
         return None
 
     def window(self, start: float, end: float) -> PowerWindow:
+        """Peak, mean and energy over [start, end] from this meter's samples (see :func:`measure`)."""
         return measure(self, start, end)[0]
 
     def close(self) -> None:
@@ -113,6 +116,7 @@ class SampleBuffer:
         self._lock = threading.Lock()
 
     def append(self, t: float, watts: float) -> None:
+        """Add a reading at ``t`` (s) of ``watts``, dropping the oldest when full; ValueError if ``t`` goes back."""
         with self._lock:
             if self._times and t < self._times[-1]:
                 raise ValueError(f"sample at t={t} is older than the last one at t={self._times[-1]}")
@@ -120,6 +124,7 @@ class SampleBuffer:
             self._watts.append(watts)
 
     def extend(self, samples: Iterable[PowerSample]) -> None:
+        """Append each of ``samples`` in order (same time-order check as :meth:`append`)."""
         for s in samples:
             self.append(s.t, s.watts)
 
@@ -127,6 +132,7 @@ class SampleBuffer:
         return len(self._times)
 
     def last(self) -> PowerSample | None:
+        """The newest reading, or None while the buffer is empty."""
         with self._lock:
             if not self._times:
                 return None

@@ -59,6 +59,7 @@ class Observation:
 
     @property
     def duration_s(self) -> float:
+        """The period's length in seconds of device time."""
         return self.end - self.start
 
     @property
@@ -98,10 +99,12 @@ class DeviceKnobs:
 
     @property
     def has_clocks(self) -> bool:
+        """Whether a controller may set the SM clock (some clock levels are offered)."""
         return len(self.clock_levels_mhz) > 0
 
     @property
     def has_power_limits(self) -> bool:
+        """Whether a controller may set the board power limit (some limits are offered)."""
         return len(self.power_limits_w) > 0
 
 
