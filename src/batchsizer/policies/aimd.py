@@ -15,6 +15,8 @@ from batchsizer.policies.base import Controller, Decision, Observation, Setting
 
 
 class Aimd(Controller):
+    """Additive increase (+``step``, up to ``max_batch_size``) under the cap, multiplicative decrease over it."""
+
     name = "aimd"
     accepts = frozenset({"sizes", "initial"})
 
@@ -27,9 +29,11 @@ class Aimd(Controller):
         self.max_batch_size = check_batch_size(max_batch_size, "max batch size")
 
     def initial(self) -> Setting:
+        """The ``initial`` batch size, at the device's own clock."""
         return Setting(self.size)
 
     def decide(self, obs: Observation) -> Decision:
+        """Cut the size by ``decrease`` if the peak was over the cap, else add ``step``; hold without a reading."""
         if not obs.valid:
             return Decision(Setting(self.size), "no-reading")
         if obs.peak_w > obs.cap_w:
@@ -41,4 +45,5 @@ class Aimd(Controller):
         return Decision(Setting(self.size), reason, {"size": self.size})
 
     def describe(self) -> dict[str, Any]:
+        """The step and the decrease factor."""
         return {"name": self.name, "step": self.step, "decrease": self.decrease}

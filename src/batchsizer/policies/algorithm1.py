@@ -45,4 +45,5 @@ class Algorithm1(BandSearchController):
         return Setting(self.sizes[self.search.current - 1], self.clock_mhz)
 
     def describe(self) -> dict[str, Any]:
+        """The batch sizes searched and alpha."""
         return {"name": self.name, "sizes": list(self.sizes), "alpha": self.alpha}

@@ -64,6 +64,7 @@ class BandSearch:
         return "down"
 
     def state(self) -> dict[str, int]:
+        """The 1-based search range and position, for the decision's records."""
         return {"min": self.min_pos, "max": self.max_pos, "current": self.current}
 
 
@@ -85,9 +86,11 @@ class BandSearchController(Controller):
         """The setting at the search's current position."""
 
     def initial(self) -> Setting:
+        """The setting at the search's starting position."""
         return self._setting()
 
     def decide(self, obs: Observation) -> Decision:
+        """One band-search step on the period's peak; hold when the period has no usable reading."""
         if not obs.valid:  # no usable reading: do not move on bad data
             return Decision(self._setting(), "no-reading", self.search.state())
         reason = self.search.step(obs.peak_w, obs.cap_w)

@@ -40,6 +40,7 @@ def check_sizes(sizes: Sequence[int], field: str = "batch sizes") -> tuple[int, 
 
 
 def check_alpha(alpha: float) -> float:
+    """``alpha`` as a float strictly between 0 and 1 (the band's floor as a share of the cap); ConfigError else."""
     if not isinstance(alpha, (int, float)) or not (0 < float(alpha) < 1):
         raise ConfigError("alpha", f"must be between 0 and 1 (exclusive), got {alpha!r}")
     return float(alpha)

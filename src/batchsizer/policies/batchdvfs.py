@@ -76,15 +76,18 @@ class BatchDvfs(Controller):
         return Setting(self.sizes[self.current], clock)
 
     def initial(self) -> Setting:
+        """The starting size (the smallest unless ``initial``) at the middle clock level, if any."""
         return self._setting()
 
     def drop_clocks(self) -> None:
+        """Forget the clock levels: the device refused a clock, so search the batch size alone."""
         self.levels = ()
 
     def _state(self) -> dict[str, Any]:
         return {"min": self.min_pos, "max": self.max_pos, "current": self.current, "clock_pos": self.clock_pos}
 
     def decide(self, obs: Observation) -> Decision:
+        """Wait (one-batch periods) until ``decision_s`` has passed, then step on the highest reading since."""
         first = self._since is None
         if first:
             self._since = obs.start
@@ -129,6 +132,7 @@ class BatchDvfs(Controller):
         return "down"
 
     def describe(self) -> dict[str, Any]:
+        """The size range, clock levels, alpha and decision period."""
         return {
             "name": self.name,
             "sizes": [self.sizes[0], self.sizes[-1]] if self.sizes == BATCHDVFS_SIZES else list(self.sizes),

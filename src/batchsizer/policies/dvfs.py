@@ -40,4 +40,5 @@ class DvfsSearch(BandSearchController):
         return Setting(self.batch_size, self.levels[self.search.current - 1])
 
     def describe(self) -> dict[str, Any]:
+        """The clock levels searched and the fixed batch size."""
         return {"name": self.name, "levels_mhz": list(self.levels), "batch_size": self.batch_size}
