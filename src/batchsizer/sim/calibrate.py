@@ -56,6 +56,7 @@ def _smi_rows(path: Path, utc_offset_h: float = 0.0) -> np.ndarray:
 
 
 def sensor_update_periods(root: Path) -> list[dict[str, Any]]:
+    """Per GPU (V100, A100): the measured median time between power.draw changes vs the SensorSpec's."""
     res = []
     for gpu in ("V100", "A100"):
         a = _smi_rows(root / "gpu-power-benchmark" / f"pwr_update_freq_{gpu}.csv")
@@ -78,6 +79,10 @@ def _replay(t_ext, cum, t_query, period, phase, window, delay) -> np.ndarray:
 
 
 def a100_step_fit(root: Path) -> dict[str, Any]:
+    """The A100 sensor's window, delay, phase and gain fitted to nvidia-smi over the external meter trace.
+
+    Returns the best fit, the shipped spec's RMSE (only its phase fitted), and the measured steady-state gain.
+    """
     base = root / "gpu-power-benchmark" / "transient_A100"
     ext = np.loadtxt(base / "external_meter.csv", delimiter=",", skiprows=1)
     smi = _smi_rows(base / "gpudata.csv", utc_offset_h=1.0)  # local time, UTC+1
@@ -277,6 +282,7 @@ def job_table() -> list[dict[str, Any]]:
 
 
 def run_all() -> dict[str, Any]:
+    """Every calibration part; DataUnavailable when ``shared/data`` lacks the measured files."""
     result: dict[str, Any] = {"paper": paper_checks(), "jobs": job_table()}
     root = data_dir("gpu-power-benchmark")
     result["update_period"] = sensor_update_periods(root)
@@ -286,6 +292,7 @@ def run_all() -> dict[str, Any]:
 
 
 def format_report(r: dict[str, Any]) -> str:
+    """The calibration results of :func:`run_all` as the report printed by ``batchsizer calibrate``."""
     lines = ["== Sensor update period (pwr_update_freq_*.csv: median time between changes of power.draw)"]
     for u in r.get("update_period", []):
         lines.append(

@@ -63,10 +63,12 @@ class GpuSpec:
 
     @property
     def top_clock_mhz(self) -> int:
+        """The highest clock level (MHz), the default when the clock is not locked."""
         return self.clock_levels_mhz[-1]
 
     @property
     def min_clock_mhz(self) -> int:
+        """The lowest clock level (MHz), the floor of the power limiter's throttling."""
         return self.clock_levels_mhz[0]
 
     def voltage(self, mhz: float) -> float:

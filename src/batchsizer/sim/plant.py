@@ -41,10 +41,12 @@ class BatchCost:
 
     @property
     def total_s(self) -> float:
+        """The batch's time in seconds: host, transfer and compute phases together."""
         return self.host_s + self.transfer_s + self.compute_s
 
 
 def half_batch(gpu: GpuSpec, model: ModelSpec) -> float:
+    """The batch size at which ``model`` fills half of ``gpu`` (the GPU's figure scaled by the model's)."""
     return gpu.half_batch * model.half_factor
 
 
@@ -135,6 +137,7 @@ class ModelPlant:
         self._cache: dict[tuple[int, float], BatchCost] = {}
 
     def cost(self, batch: int, mhz: float) -> BatchCost:
+        """The batch's phases and power at ``mhz``, before per-batch variation; cached per (batch, clock)."""
         key = (batch, mhz)
         c = self._cache.get(key)
         if c is None:
@@ -144,4 +147,5 @@ class ModelPlant:
         return c
 
     def describe(self) -> dict[str, object]:
+        """The workload this plant models (DNN, data set, host time scale), for the device's description."""
         return {"plant": "model", "model": self.model.abbr, "dataset": self.dataset.name, "host_scale": self.host_scale}

@@ -73,11 +73,13 @@ class PowerTrace:
         return self.energy[i] + self.watts[i] * (t - times[i])
 
     def mean(self, a: float, b: float) -> float:
+        """Mean true power (W) over [a, b]; the power at ``b`` when the span is empty."""
         if b <= a:
             return self.at(b)
         return (self.integral(b) - self.integral(a)) / (b - a)
 
     def at(self, t: float) -> float:
+        """True power (W) in force at ``t`` (the first segment's before the trace starts)."""
         i = bisect.bisect_right(self.times, t) - 1
         return self.watts[max(i, 0)]
 
@@ -121,6 +123,7 @@ class NvmlSensor(PowerMeter):
         return PowerSample(t, round(max(watts, 0.0), 2))
 
     def samples(self, start: float, end: float) -> list[PowerSample]:
+        """The readings the sensor published in [start, end], with the one in force at ``start`` first."""
         first = max(self.update_index(start), self.update_index(self.trace.t0))
         last = self.update_index(end)
         return [self.reading(k) for k in range(first, last + 1)]
@@ -148,7 +151,9 @@ class TrueMeter(PowerMeter):
         self.update_period_s = 0.0
 
     def samples(self, start: float, end: float) -> list[PowerSample]:
+        """The true trace over [start, end] as held samples: exact, no sensor lag."""
         return self.trace.segments(start, end)
 
     def energy_j(self, start: float, end: float) -> float | None:
+        """The exact energy (J) of the true trace over [start, end]."""
         return self.trace.integral(end) - self.trace.integral(start)

@@ -45,9 +45,11 @@ class Plant(Protocol):
     idle_w: float
     handles_power_limit: bool
 
-    def cost(self, batch: int, mhz: float) -> BatchCost: ...
+    def cost(self, batch: int, mhz: float) -> BatchCost:
+        """The phases (s) and powers (W) of one batch of ``batch`` items at ``mhz``, before variation."""
 
-    def describe(self) -> dict[str, Any]: ...
+    def describe(self) -> dict[str, Any]:
+        """What the plant models, merged into the device's description."""
 
 
 class SimDevice(Device):
@@ -89,6 +91,10 @@ class SimDevice(Device):
 
     # knobs -----------------------------------------------------------------------------------
     def set_clock(self, mhz: int | None) -> None:
+        """Lock the simulated clock to a level (None: the top one); UnsupportedError for a level it lacks.
+
+        An active power limiter keeps throttling below the new lock; an idle one lets the lock act at once.
+        """
         if not self.knobs.has_clocks:
             super().set_clock(mhz)
             return
@@ -104,6 +110,7 @@ class SimDevice(Device):
         self.throttle_mhz = min(self.throttle_mhz, self.clock_mhz) if throttled else float(self.clock_mhz)
 
     def set_power_limit(self, watts: float | None) -> None:
+        """Set the board limit the simulated limiter enforces (None: the board's own); ConfigError out of range."""
         if watts is None:
             self.power_limit_w = self.gpu.board_limit_w
             return
@@ -145,6 +152,11 @@ class SimDevice(Device):
             self.temp_rise_c = target + (self.temp_rise_c - target) * math.exp(-dt / self.gpu.thermal_tau_s)
 
     def run_batch(self, batch: Batch[Any]) -> BatchOutcome:
+        """Simulate one batch on virtual time: its power into the true trace, the clock advanced past it.
+
+        Timing and power vary per batch (``time_cv``, ``power_cv``, ``host_cv``); heat raises leakage; a
+        power limit below the board's throttles the clock in short steps as a real card's limiter does.
+        """
         n = len(batch)
         gauss = self._rng.gauss
         start = self.clock.now()
@@ -220,6 +232,7 @@ class SimDevice(Device):
         return [ReferencePowerAccount(self.reference_meter, cap_rule)]
 
     def describe(self) -> dict[str, Any]:
+        """The GPU, plant, seed, clock, power limit and sensor model, for the job's start record."""
         s = self.sensor_spec
         return {
             "name": self.name,

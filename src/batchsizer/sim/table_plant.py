@@ -147,9 +147,11 @@ class TablePlant:
     # knobs -------------------------------------------------------------------------------------
     @property
     def batch_sizes(self) -> list[int]:
+        """Every batch size measured at any setting, ascending."""
         return sorted({r.batch for g in self.groups.values() for r in g})
 
     def set_clock(self, mhz: int | None) -> None:
+        """Play the rows measured at ``mhz`` (None: the default); UnsupportedError for a clock not in the table."""
         if mhz is not None and mhz not in self.clocks:
             raise UnsupportedError(f"{mhz} MHz is not a clock level of {self.path}: {list(self.clocks)}")
         if mhz != self.clock_mhz:
@@ -157,6 +159,7 @@ class TablePlant:
             self._cache.clear()
 
     def set_power_limit(self, watts: float | None) -> None:
+        """Play the rows measured at ``watts`` (None: the highest limit in the table)."""
         limit = (self.limits[-1] if self.limits else None) if watts is None else float(watts)
         if limit != self.limit_w:
             self.limit_w = limit
@@ -223,6 +226,7 @@ class TablePlant:
         return c
 
     def describe(self) -> dict[str, Any]:
+        """The table played (file, format, size range, clocks, limits, current setting; Zeus workload)."""
         d: dict[str, Any] = {
             "plant": "measured table",
             "table": str(self.path),
@@ -283,12 +287,14 @@ class TableDevice(SimDevice):
 
     @property
     def size_range(self) -> tuple[int, int]:
+        """The (smallest, largest) batch size measured at every setting of the table."""
         return self.plant.size_range
 
     def _limiting(self) -> bool:
         return False  # the table's rows at each limit are the card's own limiter, measured
 
     def set_clock(self, mhz: int | None) -> None:
+        """Play the table's rows at ``mhz`` (None: its top clock); UnsupportedError if read-only or no clocks."""
         if mhz is None:
             self.plant.set_clock(None)
             self.clock_mhz = self.plant.clocks[-1] if self.plant.clocks else None  # type: ignore[assignment]
@@ -301,6 +307,7 @@ class TableDevice(SimDevice):
         self.clock_mhz = mhz
 
     def apply(self, setting: Setting) -> None:
+        """Apply a controller's setting; a power limit set this way lasts one period (see :meth:`set_power_limit`)."""
         self._applying = True
         try:
             super().apply(setting)
@@ -332,6 +339,7 @@ class TableDevice(SimDevice):
             self.knobs = replace(self.knobs, power_limits_w=(), default_power_limit_w=None)
 
     def describe(self) -> dict[str, Any]:
+        """The SimDevice description plus the table setting in force, size range and read-only flag."""
         d = super().describe()
         d.update(clock_mhz=self.clock_mhz, power_limit_w=self.power_limit_w, size_range=list(self.size_range),
                  read_only=self.read_only)

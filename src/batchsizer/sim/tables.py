@@ -58,6 +58,7 @@ class TableRow:
 
     @property
     def flat(self) -> bool:
+        """Whether the row's peak is within ``FLAT_TOLERANCE`` of its mean, so it plays at one power."""
         return self.peak_w <= self.mean_w * (1.0 + FLAT_TOLERANCE)
 
 
@@ -73,10 +74,12 @@ class MeasuredTable:
 
     @property
     def clocks(self) -> tuple[int | None, ...]:
+        """The distinct clocks (MHz) of the rows, ascending; None (not a column) sorts first."""
         return tuple(sorted({r.clock_mhz for r in self.rows}, key=lambda c: -1 if c is None else c))
 
     @property
     def limits(self) -> tuple[float | None, ...]:
+        """The distinct power limits (W) of the rows, ascending; None (not a column) sorts first."""
         return tuple(sorted({r.power_limit_w for r in self.rows}, key=lambda w: -1.0 if w is None else w))
 
 
