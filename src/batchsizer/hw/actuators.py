@@ -60,6 +60,7 @@ class GpuActuators:
             raise UnsupportedError(f"{what}: this device was opened read-only (settings may not be changed)")
 
     def clock_levels(self) -> tuple[int, ...]:
+        """The GPU's supported SM clocks (MHz, ascending), read from NVML once and kept."""
         if self._clock_levels is None:
             self._clock_levels = self.gpu.graphics_clocks()
         return self._clock_levels
@@ -88,6 +89,7 @@ class GpuActuators:
         self.clock_mode = "application"
 
     def restore_clock(self) -> None:
+        """Undo the clock change: unlock the clock, or put back the saved application clocks."""
         if self.clock_mode == "locked":
             self.gpu.reset_locked_clocks()
         elif self.clock_mode == "application" and self._saved_app_clocks is not None:
@@ -110,6 +112,7 @@ class GpuActuators:
             self._saved_limit_w = limits.current_w
 
     def restore_power_limit(self) -> None:
+        """Put back the power limit in force before the first change, if one was made."""
         if self._saved_limit_w is not None:
             self.gpu.set_power_limit_w(self._saved_limit_w)
             self._saved_limit_w = None

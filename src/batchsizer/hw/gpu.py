@@ -36,6 +36,7 @@ class GpuInfo:
     energy_counter: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (clock tuples as lists), for ``batchsizer devices --json``."""
         d = asdict(self)
         d["memory_clocks_mhz"] = list(self.memory_clocks_mhz)
         d["sm_clocks_mhz"] = list(self.sm_clocks_mhz)
@@ -130,18 +131,22 @@ class CudaDevice(TorchDevice):
             self.knobs = DeviceKnobs(clocks_withheld=f"{name}'s clocks are not offered: {withheld}")
 
     def set_clock(self, mhz: int | None) -> None:
+        """Lock the SM clock through NVML (None: unlock); UnsupportedError when opened read-only."""
         self.actuators.set_clock(mhz)
 
     def set_power_limit(self, watts: float | None) -> None:
+        """Set the board power limit through NVML (None: the one before the job)."""
         self.actuators.set_power_limit(watts)
 
     def describe(self) -> dict[str, Any]:
+        """The torch device's description plus the GPU's NVML facts and whether settings may change."""
         d = super().describe()
         d["gpu"] = self.info.to_dict()
         d["settings"] = "changeable" if self.actuators.allow_changes else "read-only"
         return d
 
     def close(self) -> None:
+        """Put back the clock and power limit the job changed (failures logged), then close as TorchDevice."""
         if self._closed:
             return
         with contextlib.suppress(DeviceError):  # logged by restore; closing goes on

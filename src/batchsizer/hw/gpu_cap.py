@@ -31,6 +31,7 @@ class GpuLimitCap:
         self._read_at = self._now()
 
     def cap_at(self, elapsed: float) -> float:
+        """The GPU's power limit in watts, read at most every ``every_s`` seconds; a failed read keeps the last."""
         now = self._now()
         if now - self._read_at < self.every_s:
             return self.watts

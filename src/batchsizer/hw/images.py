@@ -145,6 +145,10 @@ class ImageBatcher:
         return self._pool
 
     def __call__(self, items: list[tuple[str, int]]) -> np.ndarray:
+        """Decode, resize and crop the batch's images into a uint8 (n, 3, crop, crop) array.
+
+        An unreadable image becomes a blank one (noted in :attr:`bad`), or BadImageError with ``on_bad='stop'``.
+        """
         args = [(path, self.crop, self.resize) for path, _ in items]
         with self._lock:  # one batch at a time through the pool, also if two threads prepare
             pool = self._ensure_pool()
@@ -174,6 +178,7 @@ class ImageBatcher:
         return BadImageReport(self)
 
     def close(self) -> None:
+        """Stop the decoding processes, if any were started."""
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
@@ -194,6 +199,7 @@ class BadImageReport(LoopObserver):
         self.first: tuple[int, str] | None = None
 
     def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        """Count the skipped images in a batch the loop ran, and remember the first."""
         if not self.batcher.bad:
             return
         for i, item in zip(batch.indices, batch.items):
@@ -203,6 +209,7 @@ class BadImageReport(LoopObserver):
                     self.first = (i, item[0])
 
     def on_end(self, summary: Summary) -> None:
+        """Add the count of skipped images and a note naming the first to the summary."""
         if self.count == 0 or self.first is None:
             return
         summary.counts[self.COUNT_KEY] = summary.counts.get(self.COUNT_KEY, 0) + self.count

@@ -36,6 +36,8 @@ DEFAULT_INPUT_SIDE = 224
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A model ready to run: the module, its name, the input side it expects and where it came from."""
+
     module: Any
     name: str
     #: the side of the square input it expects

@@ -101,23 +101,28 @@ class Nvml:
             raise
 
     def count(self) -> int:
+        """How many GPUs NVML sees."""
         return int(self.call("counting GPUs", self.lib.nvmlDeviceGetCount))
 
     def gpu(self, index: int) -> Gpu:
+        """The GPU at NVML index ``index``; UnsupportedError when there is no such GPU."""
         n = self.count()
         if not 0 <= index < n:
             raise UnsupportedError(f"no NVIDIA GPU {index}: NVML sees {n} GPU(s)")
         return Gpu(self, index, self.call(f"opening GPU {index}", self.lib.nvmlDeviceGetHandleByIndex, index))
 
     def gpu_by_uuid(self, uuid: str) -> Gpu:
+        """The GPU with this UUID (NVML's error, translated, when there is none)."""
         handle = self.call(f"opening GPU {uuid}", self.lib.nvmlDeviceGetHandleByUUID, uuid)
         index = int(self.call("reading the GPU index", self.lib.nvmlDeviceGetIndex, handle))
         return Gpu(self, index, handle)
 
     def driver_version(self) -> str:
+        """The NVIDIA driver's version string."""
         return _text(self.call("reading the driver version", self.lib.nvmlSystemGetDriverVersion))
 
     def close(self) -> None:
+        """Release this handle; NVML itself is shut down when the last open handle closes."""
         if not self._open:
             return
         self._open = False
@@ -165,12 +170,15 @@ class Gpu:
 
     # --- facts -------------------------------------------------------------------------------
     def name(self) -> str:
+        """The product name, e.g. ``Tesla P40``."""
         return _text(self._call("reading the name", "nvmlDeviceGetName"))
 
     def uuid(self) -> str:
+        """The GPU's UUID (``GPU-...``), stable across reboots unlike the index."""
         return _text(self._call("reading the UUID", "nvmlDeviceGetUUID"))
 
     def architecture(self) -> str:
+        """The architecture's name (``Volta``, ``Ampere``...); ``unknown`` where NVML cannot tell."""
         try:
             code = int(self._call("reading the architecture", "nvmlDeviceGetArchitecture"))
         except UnsupportedError:
@@ -178,12 +186,14 @@ class Gpu:
         return _ARCHITECTURES.get(code, f"unknown ({code})")
 
     def power_limits(self) -> PowerLimits:
+        """The settable range, default and current board power limits, in watts (NVML gives mW)."""
         lo, hi = self._call("reading the power limit range", "nvmlDeviceGetPowerManagementLimitConstraints")
         default = self._call("reading the default power limit", "nvmlDeviceGetPowerManagementDefaultLimit")
         current = self._call("reading the power limit", "nvmlDeviceGetPowerManagementLimit")
         return PowerLimits(lo / 1000.0, hi / 1000.0, default / 1000.0, current / 1000.0)
 
     def memory_clocks(self) -> tuple[int, ...]:
+        """The supported memory clocks in MHz, ascending."""
         return tuple(sorted(int(c) for c in self._call("reading memory clocks", "nvmlDeviceGetSupportedMemoryClocks")))
 
     def graphics_clocks(self, memory_mhz: int | None = None) -> tuple[int, ...]:
@@ -224,13 +234,17 @@ class Gpu:
 
     # --- knobs (need root or CAP_SYS_ADMIN) --------------------------------------------------
     def set_locked_clocks(self, min_mhz: int, max_mhz: int) -> None:
+        """Lock the SM clock into [min_mhz, max_mhz] (needs root; Volta and newer)."""
         self._call("locking the SM clock", "nvmlDeviceSetGpuLockedClocks", min_mhz, max_mhz)
 
     def reset_locked_clocks(self) -> None:
+        """Let the GPU choose its SM clock again."""
         self._call("unlocking the SM clock", "nvmlDeviceResetGpuLockedClocks")
 
     def set_application_clocks(self, memory_mhz: int, sm_mhz: int) -> None:
+        """Set the application clocks (memory, SM), the older way to fix the SM clock."""
         self._call("setting application clocks", "nvmlDeviceSetApplicationsClocks", memory_mhz, sm_mhz)
 
     def set_power_limit_w(self, watts: float) -> None:
+        """Set the board power limit to ``watts`` (sent to NVML in mW; needs root)."""
         self._call("setting the power limit", "nvmlDeviceSetPowerManagementLimit", int(round(watts * 1000)))

@@ -30,6 +30,7 @@ AVERAGING_ARCHITECTURES = {"Ampere", "Ada", "Hopper", "Blackwell"}
 
 
 def is_ga100(name: str) -> bool:
+    """Whether ``name`` is a GA100 part (A100, A30, A800): unlike later Ampere, its power usage is not a 1 s mean."""
     return any(tag in name for tag in ("A100", "A30", "A800"))
 
 
@@ -142,6 +143,7 @@ class NvmlMeter(SampledMeter):
         return watts, joules
 
     def describe(self) -> dict[str, object]:
+        """Where readings come from, the update period (measured or assumed), polling and notes."""
         return {
             "source": self.source,
             "update_period_s": self.update_period_s,

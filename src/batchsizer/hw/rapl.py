@@ -29,9 +29,11 @@ class RaplDomain:
 
     @property
     def is_package(self) -> bool:
+        """Whether the zone is a top-level CPU package (``intel-rapl:N``), not a sub-zone."""
         return self.path.name.count(":") == 1 and self.name.startswith("package")
 
     def read_uj(self) -> int:
+        """The zone's energy counter in microjoules; PermissionDeniedError or TransientReadError on failure."""
         try:
             return int((self.path / "energy_uj").read_text().strip())
         except PermissionError:
@@ -59,6 +61,7 @@ def find_domains(root: Path = POWERCAP) -> list[RaplDomain]:
 
 
 def package_domains(root: Path = POWERCAP) -> list[RaplDomain]:
+    """The top-level package zones under ``root``, whose power the meter sums."""
     return [d for d in find_domains(root) if d.is_package]
 
 
@@ -101,6 +104,7 @@ class RaplMeter(SampledMeter):
         return watts, self._total_j
 
     def describe(self) -> dict[str, object]:
+        """The source, the package zones summed and the poll period."""
         return {"source": self.source, "domains": [d.name for d in self.domains], "poll_s": self.poll_s}
 
 

@@ -76,6 +76,7 @@ class SampledMeter(PowerMeter):
         self._started = False
 
     def start(self) -> SampledMeter:
+        """Take a first reading (a non-transient error raises here) and start the polling thread; idempotent."""
         if not self._started:
             self._started = True
             try:
@@ -138,6 +139,7 @@ class SampledMeter(PowerMeter):
             raise TelemetryError(f"{self.source}: power readings stopped: {self.failure}")
 
     def samples(self, start: float, end: float) -> list[PowerSample]:
+        """The polled readings in [start, end]; TelemetryError once the sampler has given up."""
         self._check()
         return self._power.between(start, end)
 

@@ -38,6 +38,7 @@ class NoMeter(PowerMeter):
         self.allow_empty = False
 
     def samples(self, start: float, end: float) -> list[PowerSample]:
+        """No readings for an uncapped job; otherwise ConfigError: a cap cannot be enforced without a meter."""
         if self.allow_empty:
             return []
         raise ConfigError(
@@ -71,6 +72,7 @@ class TorchDevice(Device):
         self._closed = False
 
     def run_batch(self, batch: Batch[Any]) -> BatchOutcome:
+        """Run the prepared input (or ``input_fn``'s) through the model; the outputs are the predicted classes."""
         x = batch.prepared
         if x is None:
             if self.input_fn is None:
@@ -80,6 +82,7 @@ class TorchDevice(Device):
         return BatchOutcome(start, end, labels)
 
     def describe(self) -> dict[str, Any]:
+        """The name, the runner's model, device and dtype, and the meter's description."""
         meter = getattr(self.meter, "describe", None)
         return {
             "name": self.name,
@@ -88,6 +91,7 @@ class TorchDevice(Device):
         }
 
     def close(self) -> None:
+        """Stop the meter, then call the closers in reverse order; each failure is logged, not raised."""
         if self._closed:
             return
         self._closed = True
@@ -103,6 +107,7 @@ class Uncapped:
     """The cap source of a job run without a cap (a device with no power meter, static batch size)."""
 
     def cap_at(self, elapsed: float) -> float:
+        """Infinity: nothing to hold the power under."""
         return math.inf
 
     def __repr__(self) -> str:

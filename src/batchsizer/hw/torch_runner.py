@@ -36,6 +36,7 @@ NOT_IN_TORCHVISION = {
 
 
 def torch_module() -> Any:
+    """The imported ``torch`` module, imported only when needed; ConfigError naming the extra if absent."""
     try:
         import torch
     except ImportError:
@@ -56,6 +57,7 @@ def parse_device(name: str) -> str:
 
 
 def check_device_available(device: str) -> None:
+    """ConfigError unless PyTorch can use ``device`` (``cpu`` or ``cuda:N`` with N in range)."""
     torch = torch_module()
     if device == "cpu":
         return
@@ -67,6 +69,7 @@ def check_device_available(device: str) -> None:
 
 
 def torchvision_names() -> list[str]:
+    """The classification model names torchvision offers; ConfigError if torchvision is absent."""
     try:
         from torchvision import models
     except ImportError:
@@ -75,6 +78,7 @@ def torchvision_names() -> list[str]:
 
 
 def resolve_name(name: str) -> str:
+    """The torchvision name for ``name`` (case, dashes and the paper's abbreviations accepted); ConfigError else."""
     key = name.strip().lower().replace("-", "_")
     if key.replace("_", "") in NOT_IN_TORCHVISION:
         full = NOT_IN_TORCHVISION[key.replace("_", "")]
@@ -109,6 +113,10 @@ def build_model(name: str, checkpoint: Path | None = None) -> Any:
 
 
 def load_checkpoint(model: Any, path: Path) -> None:
+    """Load a state dict file into ``model`` strictly (``module.`` prefixes and aux heads dropped).
+
+    ConfigError when the file is missing, not a state dict, or does not fit the model.
+    """
     torch = torch_module()
     path = Path(path)
     if not path.is_file():
@@ -214,6 +222,7 @@ class TorchRunner:
         raise OutOfMemoryError(len(batch), str(self.device))
 
     def describe(self) -> dict[str, Any]:
+        """The model class, torch device, dtype and memory format, for the job's records."""
         return {
             "model": type(self.model).__name__,
             "device": str(self.device),

@@ -29,6 +29,7 @@ class SyntheticInput:
         self.pool = rng.integers(0, 256, size=(pool, 3, side, side), dtype=np.uint8)
 
     def __call__(self, items: list[int]) -> Any:
+        """The batch for these item indices: pool images by index modulo the pool size, uint8 NCHW."""
         import numpy as np
 
         idx = np.asarray(items, dtype=np.int64) % len(self.pool)
