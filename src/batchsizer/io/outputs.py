@@ -155,6 +155,10 @@ class OutputWriter(LoopObserver):
         self._file.flush()
 
     def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        """Append one line per item (id and output, or why it was skipped) in one write, then flush.
+
+        DeviceError when batches come out of order or the device gave no outputs and placeholders are off.
+        """
         if batch.first_index != self.next_id:
             raise DeviceError(
                 f"outputs out of order: batch starts at item {batch.first_index}, expected {self.next_id}"
@@ -176,12 +180,15 @@ class OutputWriter(LoopObserver):
         self.next_id = ids.stop
 
     def on_period(self, record: PeriodRecord) -> None:
+        """fsync the file, so a crash loses at most the current period's outputs."""
         os.fsync(self._file.fileno())
 
     def on_end(self, summary: Summary) -> None:
+        """Close the file at the end of the job."""
         self.close()
 
     def close(self) -> None:
+        """Flush, fsync and close the file; nothing if already closed."""
         if not self._file.closed:
             self._file.flush()
             os.fsync(self._file.fileno())

@@ -66,6 +66,7 @@ class JobRecorder(LoopObserver):
         self._t: float | None = None
 
     def on_start(self, info: dict[str, Any]) -> None:
+        """Write the ``job`` line: the loop's description, the cap as numbers if ``caps``, and ``extra``."""
         self._t = info.get("start")
         fields = dict(info)
         if self.caps is not None:
@@ -74,6 +75,7 @@ class JobRecorder(LoopObserver):
         self.writer.write("job", **{**fields, **self.extra})
 
     def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        """Write a ``batch`` line: index, first item, size, times, latency and clock."""
         self._t = outcome.end
         self.writer.write(
             "batch",
@@ -87,6 +89,7 @@ class JobRecorder(LoopObserver):
         )
 
     def on_period(self, record: PeriodRecord) -> None:
+        """Write the period's new ``power`` samples (if kept) and its ``period`` line, then sync to disk."""
         if self.power_samples:
             for s in record.samples:
                 if s.t > self._last_sample_t:
@@ -96,9 +99,11 @@ class JobRecorder(LoopObserver):
         self.writer.sync()
 
     def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        """Write an ``event`` line stamped with the device clock's time (or the last batch's end)."""
         t = self.clock.now() if self.clock is not None else self._t
         self.writer.write("event", **{"t": t, "kind": kind, "message": message, **fields})
 
     def on_end(self, summary: Summary) -> None:
+        """Write the ``summary`` line and close the file."""
         self.writer.write("summary", **summary.to_dict())
         self.writer.close()

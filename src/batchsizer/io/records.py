@@ -67,6 +67,7 @@ class RecordWriter:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        """Sync and close the file; standard output is flushed only, never closed."""
         if self._stdout:
             self._file.flush()
         elif not self._file.closed:

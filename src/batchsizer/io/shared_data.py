@@ -18,6 +18,11 @@ class DataUnavailable(BatchSizerError):
 
 
 def candidates() -> list[Path]:
+    """The folders looked in, in order, without repeats: ``$BATCHSIZER_DATA``, then ``shared/data`` near here.
+
+    ``shared/data`` and ``../shared/data`` are tried from the working directory and the source checkout
+    and up to three folders above each.
+    """
     found: list[Path] = []
     env = os.environ.get("BATCHSIZER_DATA")
     if env:

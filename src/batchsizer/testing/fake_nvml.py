@@ -90,6 +90,7 @@ class FakeGpu:
         return float(self.power_fn(tick))
 
     def energy(self) -> float:
+        """The energy counter in joules: ``power_fn`` integrated since the first call (may raise a queued error)."""
         self._fail_maybe()
         t = time.monotonic()
         if self._energy_t is not None:

@@ -29,6 +29,7 @@ class Injection:
             raise ValueError(f"unknown fault {self.kind!r}; choose one of {', '.join(INJECTABLE)}")
 
     def covers(self, t: float) -> bool:
+        """Whether ``t`` falls in the fault's span [start, end)."""
         return self.start <= t < self.end
 
 
@@ -56,9 +57,11 @@ class FaultyMeter(PowerMeter):
         return getattr(self.inner, name)
 
     def add(self, injection: Injection) -> None:
+        """Add a fault to inject from now on."""
         self.injections.append(injection)
 
     def samples(self, start: float, end: float) -> list[PowerSample]:
+        """The inner meter's readings over [start, end] with the injected faults applied."""
         self.calls += 1
         for inj in self.injections:
             if inj.kind == "error" and inj.covers(end):
@@ -90,7 +93,9 @@ class FaultyMeter(PowerMeter):
         return before[-1:] + [s for s in out if s.t > start]
 
     def energy_j(self, start: float, end: float) -> float | None:
+        """None always: a hardware counter would hide the injected readings from the energy figure."""
         return None  # a counter would hide the injected readings from the energy figure
 
     def close(self) -> None:
+        """Close the inner meter."""
         self.inner.close()

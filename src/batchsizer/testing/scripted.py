@@ -32,6 +32,7 @@ class ScriptedMeter(PowerMeter):
         self._next_t = 0.0
 
     def push(self, t: float, watts: float) -> None:
+        """Add a reading of ``watts`` at ``t`` by hand (in time order)."""
         self._buffer.append(t, watts)
 
     def advance_to(self, end: float) -> None:
@@ -43,6 +44,7 @@ class ScriptedMeter(PowerMeter):
             self._next_t += self.update_period_s
 
     def samples(self, start: float, end: float) -> list[PowerSample]:
+        """The readings in [start, end], sampling the function up to ``end`` first if one was given."""
         self.advance_to(end)
         return self._buffer.between(start, end)
 
@@ -86,6 +88,7 @@ class ScriptedDevice(Device):
         return self.idle_w
 
     def set_clock(self, mhz: int | None) -> None:
+        """Set the clock to a level of ``knobs`` (None: its default) and note it in ``clock_history``."""
         if not self.knobs.has_clocks:
             super().set_clock(mhz)
             return
@@ -95,6 +98,7 @@ class ScriptedDevice(Device):
         self.clock_history.append((self.clock.now(), self.clock_mhz))
 
     def run_batch(self, batch: Batch[Any]) -> BatchOutcome:
+        """Advance virtual time by ``prep_s`` idle then ``time_fn`` computing at ``power_fn``."""
         start = self.clock.now()
         size = len(batch)
         self.clock.advance(self.prep_s)

@@ -44,6 +44,7 @@ class PlainLines(LoopObserver):
         self.err = err
 
     def on_start(self, info: dict[str, Any]) -> None:
+        """Print the job line (device, controller, cap) and note the start time."""
         self.start = float(info.get("start", 0.0))  # times are shown from the job's start
         click.echo(
             f"job: {info['device'].get('name')} | controller {info['controller']['name']} | cap {info['cap']}",
@@ -51,6 +52,7 @@ class PlainLines(LoopObserver):
         )
 
     def on_period(self, record: PeriodRecord) -> None:
+        """Print every ``every``-th period: time, cap, peak and mean power, batch, throughput, decision."""
         o, d = record.observation, record.decision
         if o.period % self.every:
             return
@@ -62,6 +64,7 @@ class PlainLines(LoopObserver):
         )
 
     def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        """Print the event on stderr."""
         click.echo(f"[{kind}] {message}", err=True)
 
 
@@ -123,6 +126,7 @@ class LiveView(LoopObserver):
 
     # -- LoopObserver hooks
     def on_start(self, info: dict[str, Any]) -> None:
+        """Start the panel, titled with the device, controller and cap."""
         ctrl = info.get("controller", {})
         self.alpha = float(ctrl.get("alpha", 0.8) or 0.8)
         self.start = float(info.get("start", 0.0))
@@ -131,21 +135,25 @@ class LiveView(LoopObserver):
         self._live.start()
 
     def on_batch(self, index: int, batch: Any, outcome: Any, setting: Any) -> None:
+        """Count the batch's items and redraw (at most ``fps`` times a second)."""
         self.items += len(batch)
         self.batch_size = setting.batch_size
         self.clock_mhz = setting.clock_mhz
         self._draw()
 
     def on_period(self, record: PeriodRecord) -> None:
+        """Keep the period for the panel and its peak for the sparkline, and redraw."""
         self.last = record
         self.peaks.append(record.observation.peak_w)
         self._draw()
 
     def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        """Add the event to the panel's list and redraw at once."""
         self.events.append(f"[{kind}] {message}")
         self._draw(force=True)
 
     def on_end(self, summary: Summary) -> None:
+        """Draw the last frame and stop the panel, leaving it on screen."""
         self._draw(force=True)
         self.close()
 
@@ -206,11 +214,13 @@ class Warnings(LoopObserver):
     QUIET_KINDS = ("cap", "telemetry-recovered")
 
     def on_event(self, kind: str, message: str, **fields: Any) -> None:
+        """Print the event on stderr as a warning unless it is only news (``QUIET_KINDS``)."""
         if kind not in self.QUIET_KINDS:
             click.echo(f"warning: [{kind}] {message}", err=True)
 
 
 def is_terminal(err: bool = False) -> bool:
+    """Whether stdout (stderr with ``err``) is a terminal, where the live panel can be drawn."""
     return (sys.stderr if err else sys.stdout).isatty()
 
 
@@ -225,6 +235,7 @@ def make_view(quiet: bool, total_items: int | None = None, err: bool = False) ->
 
 
 def close_view(view: LoopObserver | None) -> None:
+    """Stop the live panel if ``view`` is one (after an error too); other views need nothing."""
     if isinstance(view, LiveView):
         view.close()
 
@@ -236,6 +247,7 @@ def _rule_note(summary: Summary) -> str:
 
 
 def summary_lines(summary: Summary) -> list[tuple[str, str]]:
+    """The summary as (label, text) rows for the terminal; power figures only when power was measured."""
     rows = [
         ("items", f"{summary.items}"),
         ("time", f"{summary.duration_s:.2f} s"),

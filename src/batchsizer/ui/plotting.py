@@ -375,6 +375,7 @@ def _requests(ax: Axes, tr: JobTrace) -> None:
 
 
 def check_dpi(dpi: int) -> int:
+    """``dpi`` if within ``DPI_RANGE``; ConfigError otherwise."""
     low, high = DPI_RANGE
     if not low <= dpi <= high:
         raise ConfigError("dpi", f"must be between {low} and {high}, got {dpi}")
