@@ -42,6 +42,8 @@ METRICS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """What ``batchsizer reproduce`` runs: the GPU, jobs, methods, seeds, items per job and the sweep."""
+
     gpu: str = "p40"
     job_ids: tuple[int, ...] | None = None
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -80,9 +82,11 @@ class ExperimentConfig:
 
     @property
     def seed_list(self) -> list[int]:
+        """The seeds each (job, method) runs with: ``seeds`` of them from ``seed_offset``."""
         return list(range(self.seed_offset, self.seed_offset + self.seeds))
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values, for the experiment's result file."""
         return {
             "gpu": self.gpu,
             "jobs": list(self.job_ids) if self.job_ids else None,
@@ -98,6 +102,8 @@ class ExperimentConfig:
 
 @dataclass
 class JobOutcome:
+    """One job's results: its sweep's profile (None if no method needed one), its runs and their wall times."""
+
     job: Job
     profile: Profile | None
     runs: list[RunResult]
@@ -107,16 +113,20 @@ class JobOutcome:
 
 @dataclass
 class ExperimentResult:
+    """Every job's outcome in job order, with the configuration and the total wall time (s)."""
+
     config: ExperimentConfig
     outcomes: list[JobOutcome]
     wall_s: float
 
     @property
     def runs(self) -> list[RunResult]:
+        """Every run of every job, in job order."""
         return [r for o in self.outcomes for r in o.runs]
 
     @property
     def jobs(self) -> list[Job]:
+        """The jobs that ran, in order."""
         return [o.job for o in self.outcomes]
 
 

@@ -60,6 +60,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def fig_throughput(result: ExperimentResult, path: Path) -> Path:
+    """Fig. 5: BatchSizer and DVFS throughput per job with the oracle marked, and BatchSizer's gain; the path."""
     rows = {(r["job"], r["method"]): r for r in aggregate(result)}
     ids = [j.id for j in result.jobs]
     x = np.arange(len(ids))
@@ -98,6 +99,7 @@ def fig_throughput(result: ExperimentResult, path: Path) -> Path:
 
 
 def fig_oracle_share(result: ExperimentResult, path: Path) -> Path:
+    """Every method's throughput per job as a percentage of the oracle, as a heat map; the path written."""
     rows = {(r["job"], r["method"]): r for r in aggregate(result)}
     ids = [j.id for j in result.jobs]
     methods = [m for m in dict.fromkeys(r.method for r in result.runs) if m != "oracle"]
@@ -121,6 +123,7 @@ def fig_oracle_share(result: ExperimentResult, path: Path) -> Path:
 
 
 def fig_batch_size(result: ExperimentResult, path: Path) -> Path:
+    """Fig. 6: BatchSizer's average batch size per job against DVFS's 16 and the oracle's; the path."""
     rows = {(r["job"], r["method"]): r for r in aggregate(result)}
     ids = [j.id for j in result.jobs]
     x = np.arange(len(ids))
@@ -167,6 +170,7 @@ def _per_job_panels(result: ExperimentResult, draw: Callable[[Any, Job], None], 
 
 
 def fig_power(result: ExperimentResult, path: Path) -> Path:
+    """Fig. 7: sensor power over time against the cap for BatchSizer and DVFS (seed 0); the path."""
     bs, dv = _series_runs(result, "batchsizer"), _series_runs(result, "dvfs")
 
     def draw(ax: Any, job: Job) -> None:
@@ -183,6 +187,7 @@ def fig_power(result: ExperimentResult, path: Path) -> Path:
 
 
 def fig_batch_over_time(result: ExperimentResult, path: Path) -> Path:
+    """Fig. 8: the batch size each period for BatchSizer and AIMD, the oracle's size marked; the path."""
     def draw(ax: Any, job: Job) -> None:
         jid = job.id
         for m in ("aimd", "batchsizer"):

@@ -74,13 +74,16 @@ class ToyGpu(ScriptedDevice):
         self._power_fn = power_fn
 
     def set_clock(self, mhz: int | None) -> None:
+        """Set the clock and remember it as the ceiling the power-limit mode may pick under."""
         self._requested = mhz
         super().set_clock(mhz)
 
     def set_power_limit(self, watts: float | None) -> None:
+        """Set the board limit (None: none) that :meth:`run_batch` enforces by picking a clock."""
         self._limit = watts
 
     def run_batch(self, batch: Any) -> Any:
+        """Under a power limit, run at the highest allowed clock whose power fits it; then as ScriptedDevice."""
         if self._limit is not None:
             top = self._requested or self.knobs.clock_levels_mhz[-1]
             ok = [c for c in self.knobs.clock_levels_mhz if c <= top and self._power_fn(len(batch), c) <= self._limit]
@@ -89,6 +92,7 @@ class ToyGpu(ScriptedDevice):
 
 
 def toy_factory(gpu: str, model: str, dataset: str, seed: int) -> Device:
+    """A :class:`ToyGpu` for the job's model and data set (the GPU name is ignored)."""
     return ToyGpu(model, dataset, seed)
 
 
@@ -96,10 +100,12 @@ FACTORIES: dict[str, DeviceFactory] = {"sim": sim_factory, "toy": toy_factory}
 
 
 def get_factory(name: str) -> DeviceFactory:
+    """The device factory called ``name`` (``sim`` or ``toy``); ConfigError for another."""
     if name not in FACTORIES:
         raise ConfigError("device", f"unknown device kind {name!r}; choose one of {', '.join(FACTORIES)}")
     return FACTORIES[name]
 
 
 def open_job_device(factory: DeviceFactory, job: Job, seed: int) -> Device:
+    """A fresh device for ``job`` with ``seed``, from ``factory``."""
     return factory(job.gpu, job.model, job.dataset, seed)

@@ -53,6 +53,7 @@ class Job:
 
     @property
     def label(self) -> str:
+        """A short label for tables and figures, e.g. ``19:Res101/CT@236W`` (IN: ImageNet, CT: Caltech-256)."""
         return f"{self.id}:{self.model}/{'IN' if self.dataset == 'imagenet' else 'CT'}@{self.cap_w:.0f}W"
 
 
@@ -86,6 +87,7 @@ PAPER_JOBS: tuple[Job, ...] = tuple(
 
 
 def check_gpu(gpu: str) -> str:
+    """The GPU's key (``p40``; ``sim:`` prefix and case ignored) if jobs can be scaled to it; ConfigError else."""
     key = gpu.strip().lower().removeprefix("sim:")
     if key not in GPU_RANGE_W:
         raise ConfigError("gpu", f"unknown GPU {gpu!r}; choose one of {', '.join(GPU_RANGE_W)}")

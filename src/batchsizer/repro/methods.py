@@ -45,6 +45,8 @@ class MethodContext:
 
 @dataclass(frozen=True)
 class Method:
+    """A method of the reproduction: its name, label, how it builds a run's plan, and what it needs."""
+
     name: str
     label: str
     description: str
@@ -203,6 +205,7 @@ def get_method(name: str) -> Method:
 
 
 def available_methods() -> list[str]:
+    """The reproduction's own methods, then every other registered controller by name."""
     extra = sorted(n for n in CONTROLLERS if n not in METHODS)
     return list(METHODS) + extra
 

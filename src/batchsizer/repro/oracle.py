@@ -209,6 +209,7 @@ class SensorModel:
 
     @classmethod
     def of(cls, device: Device) -> SensorModel | None:
+        """The sensor and variation of a simulated ``device``; None for one without them (not a SimDevice)."""
         spec = getattr(device, "sensor_spec", None)
         try:
             return cls(
@@ -420,6 +421,7 @@ class OracleResult:
 
     @property
     def runs(self) -> int:
+        """How many device runs the search took: each check, and the final whole-job run if a setting was found."""
         return len(self.checks) + (1 if self.setting is not None else 0)
 
 

@@ -244,6 +244,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def profile_rows(result: ExperimentResult) -> list[dict[str, Any]]:
+    """One row per job that had a sweep: the oracle's setting, figures and how it was found (CSV and JSON)."""
     rows = []
     for o in result.outcomes:
         p = o.profile

@@ -73,6 +73,7 @@ class PeriodTrace:
 
     @property
     def throughput(self) -> float:
+        """Items per second over the period (0 for an empty one)."""
         d = self.end - self.start
         return self.items / d if d > 0 else 0.0
 
@@ -95,12 +96,15 @@ class TraceObserver(LoopObserver):
         self._over_run = 0
 
     def on_start(self, info: dict[str, Any]) -> None:
+        """Note the job's start, to keep times relative to it."""
         self.start = float(info["start"])
 
     def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        """Remember the setting the batch ran at (the run's settings used)."""
         self.settings.add(setting)
 
     def on_period(self, record: PeriodRecord) -> None:
+        """Keep the period, track spans over the cap, and keep new sensor samples when asked."""
         o = record.observation
         self.periods.append(
             PeriodTrace(
@@ -155,9 +159,11 @@ class StopAfter(LoopObserver):
         self.t0 = 0.0
 
     def on_start(self, info: dict[str, Any]) -> None:
+        """Note the job's start on the device clock."""
         self.t0 = float(info["start"])
 
     def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        """Set the stop event once both ``batches`` batches and ``seconds`` seconds have run."""
         if index + 1 >= self.batches and outcome.end - self.t0 >= self.seconds:
             self.event.set()
 
@@ -280,6 +286,7 @@ class RunResult:
 
 
 def score(job: Job, method: str, seed: int, plan: Plan, run: Execution, keep_series: bool) -> RunResult:
+    """The run's :class:`RunResult` from its summary and trace; the series for figures only if ``keep_series``."""
     s, trace = run.summary, run.trace
     settle, settled = settle_time(trace.periods, job.cap_w, s.duration_s)
     changes = sum(

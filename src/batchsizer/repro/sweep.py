@@ -43,6 +43,7 @@ class SweepConfig:
         CapRule.parse(self.rule)  # a bad rule fails here, before anything runs
 
     def to_dict(self) -> dict[str, Any]:
+        """The sweep's settings as JSON-ready values (``sizes`` ``all`` when not restricted)."""
         return {
             "sizes": list(self.sizes) if self.sizes else "all",
             "rule": str(self.rule),
@@ -63,6 +64,7 @@ class MeasuredSetting:
     power_limit_w: float | None = None
 
     def under(self, cap_w: float) -> bool:
+        """Whether the setting's measured peak is at or under ``cap_w`` (never for a NaN peak)."""
         return math.isfinite(self.peak_w) and self.peak_w <= cap_w
 
 
@@ -93,6 +95,7 @@ class Profile:
     runs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The profile as nested dicts, for the result files."""
         return asdict(self)
 
 
@@ -136,6 +139,7 @@ def hw_limit_for(job: Job) -> tuple[float, str]:
 
 
 def oracle_point(result: OracleResult) -> MeasuredSetting | None:
+    """The oracle's setting with its whole-job measurements; None when the oracle found no setting."""
     s: Setting | None = result.setting
     if s is None:
         return None
