@@ -75,6 +75,11 @@ class PeriodStats:
 
 @dataclass
 class BatcherConfig:
+    """The serving limits: latency SLO (s), longest wait before a batch leaves (s), the sizes, admission, queue bound.
+
+    Checked when built (ConfigError naming the option): the SLO positive, the wait under it, every size at least 1.
+    """
+
     slo_s: float
     max_wait_s: float
     sizes: Sequence[int]
@@ -131,6 +136,7 @@ class Batcher:
     # the power controller's size (ControlLoop sets it through the source's batch_size) --------
     @property
     def power_size(self) -> int:
+        """The batch size the power controller chose (the cap's power part); set by ControlLoop."""
         return self._power_size
 
     @power_size.setter
@@ -230,6 +236,7 @@ class Batcher:
             p.batches += 1
 
     def pop_period(self) -> PeriodStats:
+        """What ran since the last call (largest batch, busy time, count), and start a new period."""
         with self.lock:
             p, self.period = self.period, PeriodStats()
             return p
@@ -243,6 +250,7 @@ class Batcher:
 
     @property
     def depth(self) -> int:
+        """How many requests are waiting."""
         return len(self.queue)
 
 
@@ -254,6 +262,7 @@ class PowerSizedSource:
 
     @property
     def batch_size(self) -> int:
+        """The batcher's power size, which the loop sets after each decision."""
         return self.batcher.power_size
 
     @batch_size.setter
@@ -265,6 +274,7 @@ class PowerSizedSource:
         """Called after the controller set a new batch size."""
 
     def close(self) -> None:  # called by ControlLoop when the run ends
+        """Nothing to release here; ControlLoop calls it when the run ends."""
         pass
 
 
@@ -308,6 +318,7 @@ class RealtimeSource(_SourceBase):
     def offer(
         self, payload: Any, on_answer: Callable[[Request, Answer], None] | None = None
     ) -> tuple[Verdict, Request | None]:
+        """Admit a request at the clock's now and wake the loop; refused (retry in 1 s) once draining."""
         with self.cond:
             if self._draining:
                 return Verdict(False, math.inf, 1), None
@@ -324,6 +335,7 @@ class RealtimeSource(_SourceBase):
 
     @property
     def draining(self) -> bool:
+        """Whether :meth:`drain` was called: no new requests, the queue runs out."""
         return self._draining
 
     def __iter__(self) -> Iterator[Batch[Request]]:
@@ -389,6 +401,7 @@ class VirtualSource(_SourceBase):
         b.in_service = None
 
     def note_ran(self, start: float, end: float, size: int) -> None:
+        """Remember the batch that just ran, so arrivals during it see it in service."""
         self._last_start, self._busy_until, self._last_size = start, end, size
 
     def __iter__(self) -> Iterator[Batch[Request]]:

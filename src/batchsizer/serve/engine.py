@@ -48,13 +48,16 @@ class ManagedCap:
         self.override_w: float | None = None
 
     def set(self, watts: float) -> float:
+        """Override the cap with ``watts`` (checked; ConfigError otherwise) until :meth:`clear`; returns it."""
         self.override_w = check_cap(watts)
         return self.override_w
 
     def clear(self) -> None:
+        """Drop the override: the configured source gives the cap again."""
         self.override_w = None
 
     def cap_at(self, elapsed: float) -> float:
+        """The override where one is set, else the configured source's cap at ``elapsed``."""
         return self.override_w if self.override_w is not None else self.base.cap_at(elapsed)
 
     def __repr__(self) -> str:
@@ -73,15 +76,23 @@ class ServingController(Controller):
 
     @property
     def can_drop_clocks(self) -> bool:  # type: ignore[override]
+        """The wrapped controller's: whether it can go on without clocks."""
         return self.inner.can_drop_clocks
 
     def drop_clocks(self) -> None:
+        """Pass on to the wrapped controller."""
         self.inner.drop_clocks()
 
     def initial(self) -> Setting:
+        """The wrapped controller's first setting."""
         return self.inner.initial()
 
     def decide(self, obs: Observation) -> Decision:
+        """The wrapped controller's decision on what really ran, its size held to ``growth`` x the largest batch.
+
+        The observation is rewritten to the largest batch that ran and the time the device was busy, so a
+        controller is not misled by idle time or by a size the queue never filled.
+        """
         ran = self.batcher.pop_period()
         seen = obs
         if ran.batches > 0 and ran.max_size > 0:
@@ -99,6 +110,7 @@ class ServingController(Controller):
         return decision
 
     def describe(self) -> dict[str, Any]:
+        """The wrapped controller's description plus the growth limit."""
         return {**self.inner.describe(), "serving": {"growth": self.growth}}
 
 
@@ -112,6 +124,7 @@ class LatencyStats:
         self.lock = threading.Lock()
 
     def add(self, outcome: str, latency_s: float | None = None, slo_s: float = math.inf) -> None:
+        """Count one outcome (``ok``, ``rejected``, ``failed``) and keep its latency, noting if within ``slo_s``."""
         with self.lock:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
             if latency_s is not None:
@@ -120,6 +133,7 @@ class LatencyStats:
                     self.within_slo += 1
 
     def percentiles(self, qs: Sequence[float] = (50, 95, 99)) -> dict[str, float | None]:
+        """The recent latencies' percentiles in ms, keyed ``p50_ms``...; None before any answer."""
         with self.lock:
             values = sorted(self.recent)
         return {f"p{q:g}_ms": (percentile(values, q) * 1000 if values else None) for q in qs}
@@ -227,6 +241,7 @@ class ServingEngine:
         return self.summary
 
     def start(self) -> threading.Thread:
+        """Run :meth:`run` in a daemon thread (its error kept in ``error``); waits up to 5 s for it to start."""
         def target() -> None:
             with contextlib.suppress(BaseException):  # kept in self.error; the server reports it
                 self.run()
@@ -247,6 +262,7 @@ class ServingEngine:
 
     @property
     def running(self) -> bool:
+        """Whether the loop's thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
     def _fail_pending(self, why: str) -> None:

@@ -24,6 +24,8 @@ NUM_CLASSES = 1000
 
 
 class BadRequest(Exception):
+    """A request the server refuses, with the HTTP status to answer (400, 413, 415) and why."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -31,6 +33,7 @@ class BadRequest(Exception):
 
 
 def media_type(header: str | None) -> str:
+    """The bare media type of a Content-Type header, lower case (``image/png; q=1`` -> ``image/png``)."""
     return (header or "").split(";", 1)[0].strip().lower()
 
 
@@ -58,6 +61,7 @@ def image_bytes(body: bytes, content_type: str | None) -> bytes:
 
 
 def sniff(data: bytes) -> str | None:
+    """``jpeg`` or ``png`` from the data's magic bytes, or None for anything else."""
     if data[:3] == b"\xff\xd8\xff":
         return "jpeg"
     if data[:8] == b"\x89PNG\r\n\x1a\n":

@@ -57,6 +57,7 @@ class ServiceModel:
         self._fit_stale = True
 
     def observe(self, size: int, seconds: float) -> None:
+        """Learn that a batch of ``size`` took ``seconds``; impossible values are ignored."""
         if size < 1 or not math.isfinite(seconds) or seconds < 0:
             return
         self._stats.setdefault(size, _SizeStats()).add(seconds, self.weight)
@@ -64,10 +65,12 @@ class ServiceModel:
 
     @property
     def sizes_seen(self) -> tuple[int, ...]:
+        """The batch sizes that have run, ascending."""
         return tuple(sorted(self._stats))
 
     @property
     def known(self) -> bool:
+        """Whether any batch has run, so there is something to predict from."""
         return bool(self._stats)
 
     def _line(self) -> tuple[float, float] | None:
@@ -129,6 +132,7 @@ class RateEstimate:
         self._first: float | None = None
 
     def add(self, t: float) -> None:
+        """Count an arrival at ``t`` (s; out-of-order times are counted, not rewound)."""
         if self._t is not None and t > self._t:
             self._x *= math.exp(-(t - self._t) / self.tau_s)
         if self._first is None:
@@ -137,6 +141,7 @@ class RateEstimate:
         self._x += 1.0
 
     def rate(self, t: float) -> float:
+        """Arrivals per second at ``t``; over the time seen while less than ``tau_s`` has passed; 0 before any."""
         if self._t is None or self._first is None:
             return 0.0
         x = self._x * math.exp(-max(t - self._t, 0.0) / self.tau_s)

@@ -17,6 +17,11 @@ from batchsizer.errors import ConfigError
 
 @dataclass
 class RateResult:
+    """What one offered rate got: counts by outcome, latency percentiles (ms), achieved rate and goodput.
+
+    ``achieved_rate`` is answered requests per second; ``goodput`` those answered within the SLO per second.
+    """
+
     rate: float
     duration_s: float
     sent: int
@@ -31,6 +36,7 @@ class RateResult:
     goodput: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict, for JSON output."""
         return dict(self.__dict__)
 
 

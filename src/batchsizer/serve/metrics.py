@@ -90,15 +90,19 @@ class ServerMetrics(LoopObserver):
             self.requests.labels(outcome)
 
     def attach(self, engine: Any) -> None:
+        """Add gauges read from ``engine`` at scrape time (cap, sizes, queue, power)."""
         self.registry.register(_EngineGauges(engine))  # type: ignore[arg-type]
 
     def on_batch(self, index: int, batch: Any, outcome: Any, setting: Any) -> None:
+        """Observe the batch's size in the batch-size histogram."""
         self.batch.observe(len(batch))
 
     def answered(self, outcome: str, latency_s: float | None = None) -> None:
+        """Count a request by outcome and observe its latency (s) when it has one."""
         self.requests.labels(outcome).inc()
         if latency_s is not None:
             self.latency.observe(latency_s)
 
     def render(self) -> bytes:
+        """The registry in Prometheus text format, for ``GET /metrics``."""
         return generate_latest(self.registry)

@@ -48,9 +48,11 @@ class PreformedSource(PowerSizedSource):
         self._lock = threading.Lock()
 
     def size_set(self) -> None:
+        """Tell Ray the new size cap (the power size bounded by the latency limit) as its max batch size."""
         self.on_size(self.batcher.size_cap(self.clock.now()).size)
 
     def put(self, items: list[Any], done: Callable[[list[Any]], None]) -> None:
+        """Queue a batch Ray formed for the loop; ``done`` gets its outputs. Item ids run on across batches."""
         with self._lock:
             first = next(self._first)
             for _ in items[1:]:
@@ -59,6 +61,7 @@ class PreformedSource(PowerSizedSource):
             self.ready.put(Batch(first, list(items)))
 
     def stop(self) -> None:
+        """End the stream after the batches already queued."""
         self.ready.put(_END)
 
     def __iter__(self) -> Iterator[Batch[Any]]:

@@ -60,6 +60,7 @@ class RealtimeSimDevice(Device):
             self.inner.idle(gap)
 
     def run_batch(self, batch: Batch[Any]) -> BatchOutcome:
+        """Idle the simulator up to now, run the batch on it, then sleep until its simulated end."""
         with self._lock:
             self._catch_up()
             outcome = self.inner.run_batch(batch)
@@ -70,21 +71,25 @@ class RealtimeSimDevice(Device):
         return outcome
 
     def set_clock(self, mhz: int | None) -> None:
+        """Set the simulated clock level, after idling the simulator up to now."""
         with self._lock:
             self._catch_up()
             self.inner.set_clock(mhz)
 
     def set_power_limit(self, watts: float | None) -> None:
+        """Set the simulated power limit, after idling the simulator up to now."""
         with self._lock:
             self._catch_up()
             self.inner.set_power_limit(watts)
 
     def apply(self, setting: Any) -> None:
+        """Apply a setting to the simulator, after idling it up to now."""
         with self._lock:
             self._catch_up()
             self.inner.apply(setting)
 
     def describe(self) -> dict[str, Any]:
+        """The simulator's description, marked real-time with its ``time_scale``."""
         return {**self.inner.describe(), "realtime": True, "time_scale": self.time_scale}
 
     def loop_observers(self, cap_rule: Any) -> Any:
@@ -92,4 +97,5 @@ class RealtimeSimDevice(Device):
         return self.inner.loop_observers(cap_rule)
 
     def close(self) -> None:
+        """Close the wrapped simulator."""
         self.inner.close()

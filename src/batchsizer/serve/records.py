@@ -42,6 +42,7 @@ class ServeRecorder(JobRecorder):
         self._rejected_before = 0
 
     def on_batch(self, index: int, batch: Batch[Any], outcome: BatchOutcome, setting: Setting) -> None:
+        """Write the batch line, and keep the answered requests' latency and queue time for the period."""
         super().on_batch(index, batch, outcome, setting)
         # the engine's dispatcher, an earlier observer, has answered the batch's requests
         for r in batch.items:
@@ -54,6 +55,7 @@ class ServeRecorder(JobRecorder):
             self._latency_bound += 1
 
     def on_period(self, record: PeriodRecord) -> None:
+        """Write the period's lines, then a ``requests`` line: counts, latency percentiles, the size cap."""
         super().on_period(record)
         if self.engine is None:
             return
@@ -86,6 +88,7 @@ class ServeRecorder(JobRecorder):
         self._rejected_before = rejected
 
     def on_end(self, summary: Summary) -> None:
+        """Write the summary with the server's latency figures, and close the file."""
         figures = self.engine.figures() if self.engine is not None else {}
         self.writer.write("summary", **summary.to_dict(), latency=figures)
         self.writer.close()

@@ -16,16 +16,19 @@ class TopKRunner(TorchRunner):
 
     @classmethod
     def from_runner(cls, runner: TorchRunner, k: int) -> TopKRunner:
+        """A TopKRunner sharing ``runner``'s loaded model and settings, answering the top ``k`` classes."""
         new = cls.__new__(cls)
         new.__dict__.update(runner.__dict__)
         new.k = k
         return new
 
     def head(self, logits: Any) -> Any:
+        """Softmax then the top ``k`` (at most the number of classes) scores and classes per item, on the device."""
         probs = self.torch.softmax(logits.float(), dim=1)
         return probs.topk(min(self.k, probs.shape[1]), dim=1)
 
     def rows(self, answer: Any) -> list[Any]:
+        """Per item, a list of (class, score) pairs, best first."""
         scores, classes = answer
         return list(zip(classes.cpu().tolist(), scores.cpu().tolist()))
 
