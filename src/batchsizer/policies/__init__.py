@@ -100,7 +100,7 @@ CONTROLLER_TYPES: dict[str, type[Controller]] = {
     "batchdvfs": BatchDvfs,
 }
 
-#: the model-based controller beats Algorithm 1 on the benchmark (benchmarks/controllers.py, docs/controllers.md)
+#: the controller used unless one is named: the model-based one (how it compares with Algorithm 1: docs/controllers.md)
 DEFAULT_CONTROLLER = "adaptive"
 
 
