@@ -138,6 +138,21 @@ def test_a_flat_start_does_not_bound_large_sizes() -> None:
     assert far > 133.0 * 5  # far beyond it: proportional growth, nowhere near safe
 
 
+def test_adaptive_predicts_settings_it_has_not_run_and_its_measured_frontier_does_not() -> None:
+    """The real controller after a few periods at small sizes under a low cap: its measured frontier
+    stops at what it ran; its predicted one reaches higher caps with larger, faster settings, each
+    predicted power (margin included) under its cap."""
+    ctrl = Adaptive(initial=4)
+    drive(ctrl, [90.0] * 12)
+    caps = [100.0, 150.0, 200.0, 300.0]
+    measured = {p.cap_w: p.throughput for p in ctrl.frontier(caps)}
+    predicted = ctrl.frontier(caps, predicted=True)
+    assert predicted and all(p.power_w <= p.cap_w for p in predicted)
+    run = {b for b, _ in ctrl.model.stats}
+    assert any(p.setting.batch_size not in run for p in predicted)
+    assert max(p.throughput for p in predicted) > max(measured.values(), default=0.0)
+
+
 def test_frontier_and_options() -> None:
     ctrl = Adaptive()
     drive(ctrl, [200.0] * 30)

@@ -354,10 +354,15 @@ class Adaptive(Controller):
 
     # -- what it learned -----------------------------------------------------------------------------
 
-    def frontier(self, caps_w: Sequence[float]) -> list[FrontierPoint]:
-        """At each cap, the fastest measured setting whose reading plus noise stays under it."""
+    def frontier(self, caps_w: Sequence[float], predicted: bool = False) -> list[FrontierPoint]:
+        """At each cap, the fastest measured setting whose reading plus noise stays under it; with
+        ``predicted``, the fastest setting the plant model predicts fits there (measured or not)."""
         out = []
         m = self.model
+        if predicted:
+            for cap, b, k, thr, power in m.predicted_best(caps_w):
+                out.append(FrontierPoint(cap, self._setting(b, k), thr, thr * m.time_noise, power))
+            return out
         believed = m.peaks()
         rows = [(b, k, st) for (b, k), st in m.stats.items() if st.measured and math.isfinite(st.batch_s)]
         for cap in caps_w:
