@@ -188,6 +188,7 @@ def fig_power(result: ExperimentResult, path: Path) -> Path:
 
 def fig_batch_over_time(result: ExperimentResult, path: Path) -> Path:
     """Fig. 8: the batch size each period for BatchSizer and AIMD, the oracle's size marked; the path."""
+
     def draw(ax: Any, job: Job) -> None:
         jid = job.id
         for m in ("aimd", "batchsizer"):

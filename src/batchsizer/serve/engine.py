@@ -260,6 +260,7 @@ class ServingEngine:
 
     def start(self) -> threading.Thread:
         """Run :meth:`run` in a daemon thread (its error kept in ``error``); waits up to 5 s for it to start."""
+
         def target() -> None:
             with contextlib.suppress(BaseException):  # kept in self.error; the server reports it
                 self.run()
