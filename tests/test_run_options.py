@@ -48,6 +48,10 @@ UNUSED_DEVICE = [
     (["--device", "cpu", "--read-only"], "read-only", f"used by {TABLES} and cuda devices (cuda[:N])"),
     (["--device", "cpu", "--half"], "half", "used by cuda devices (cuda[:N])"),
     (["--device", "sim:p40", "--checkpoint", "w.pt"], "checkpoint", "used by real devices (cpu, cuda[:N])"),
+    (["--device", "sim:a100", "--cap-from-gpu"], "cap-from-gpu", "used by cuda devices (cuda[:N])"),
+    (["--device", ZEUS, "--cap-from-gpu"], "cap-from-gpu", "used by cuda devices (cuda[:N])"),
+    (["--device", "cpu", "--power-limit", "100"], "power-limit", f"used by {SIM}, {TABLES} and cuda devices (cuda[:N])"),
+    (["--device", "scripted", "--power-limit", "100"], "power-limit", f"used by {SIM}, {TABLES} and cuda devices"),
 ]
 
 
@@ -82,6 +86,8 @@ USED = [
     ["--device", "scripted", "--controller", "batchsizer", "--alpha", "0.7", "--sizes", "1,2,4,8", "--initial", "2"],
     ["--controller", "static", "--batch-size", "8", "--clock", "1063"],
     ["--controller", "dvfs", "--batch-size", "8", "--alpha", "0.7"],
+    ["--device", ZEUS, "--power-limit", "150", "--cap", "140"],
+    ["--device", "sim:v100", "--power-limit", "200", "--cap", "180"],
 ]
 
 
@@ -145,10 +151,18 @@ def test_every_built_in_controller_declares_what_it_reads_and_whether_it_moves_t
 
 
 def test_every_device_kind_declares_options_run_has_and_the_workload_carries() -> None:
+    from batchsizer.cli.commands import serve as serve_cmd
+
     assert set(DEVICE_OPTIONS) == set(DEVICE_KINDS) | {"table"}
     every = frozenset().union(*DEVICE_OPTIONS.values())
     workload_fields = {f.name for f in dataclasses.fields(WorkloadOptions)}
-    assert every <= set(option_flags(run_cmd.command)) and every <= workload_fields
+    run_flags, serve_flags = set(option_flags(run_cmd.command)), set(option_flags(serve_cmd.command))
+    assert every <= run_flags | serve_flags  # each a real option of run or serve
+    # what is not a workload field is a command's own option that only some kinds honour
+    assert every - workload_fields == {"power_limit", "cap_from_gpu", "time_scale"}
+    assert users_of("cap_from_gpu") == ["cuda devices (cuda[:N])"]
+    assert users_of("power_limit") == [SIM, TABLES, "cuda devices (cuda[:N])"]
+    assert users_of("time_scale") == [SIM, TABLES] and users_of("sim_host_scale") == [SIM]
     assert options_kind(ZEUS) == "table" and options_kind("table:x.csv") == "table" and options_kind("sim") == "sim"
     assert users_of("half") == ["cuda devices (cuda[:N])"]
     assert users_of("alpha") == ["the batchdvfs, batchsizer and dvfs controllers"]

@@ -93,4 +93,4 @@ class RunOptions:
 
     def workload_fields(self) -> dict[str, Any]:
         """The fields :class:`WorkloadOptions` has, with their values here."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(WorkloadOptions)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(WorkloadOptions) if hasattr(self, f.name)}

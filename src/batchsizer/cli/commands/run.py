@@ -113,15 +113,12 @@ def command(**kw: Any) -> None:
 
 def run_job(o: RunOptions) -> None:
     """The job ``o`` asks for: every option checked before a device is opened, then run to the end."""
-    # an option given that neither the device nor the controller reads: an error for device options,
-    # a warning (shown once every value is checked) for controller options
+    # an option given that neither the device nor the controller reads: an error for device options
+    # (--power-limit and --cap-from-gpu among them), a warning (shown once every value is checked) for
+    # controller options
     unused = check_options_used(o.given, o.device, o.controller, option_flags(command))
     opts = workload_from(o.workload_fields(), o.given)
     caps = make_cap_source(o.cap, o.cap_schedule, o.cap_file, DEFAULT_CAP_W, from_gpu=o.cap_from_gpu)
-    if o.cap_from_gpu and device_kind(o.device) != "cuda":
-        raise ConfigError(
-            "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {o.device!r}"
-        )
     window = Window(batches=o.window_batches, seconds=o.window_seconds)
     cap_rule = CapRule.parse(o.cap_rule)
     choices = o.controller_choices()  # checked before a device is opened
