@@ -198,7 +198,10 @@ def test_run_options_built_from_flags(captured: list[RunOptions], tmp_path: Path
     args = ["--device", "sim:a100", "--model", "resnet50", "--cap", "180", "--controller", "batchsizer", "--alpha", "0.8"]
     assert invoke("run", "-q", *args).exit_code == 0
     given = frozenset({"device", "model", "cap", "controller", "alpha", "quiet"})
-    expected = RunOptions(device="sim:a100", model="resnet50", cap=180.0, controller="batchsizer", quiet=True, given=given)
+    expected = RunOptions(
+        workload=WorkloadOptions(device="sim:a100", model="resnet50"), cap=180.0, controller="batchsizer", quiet=True,
+        given=given,
+    )
     assert captured[-1] == expected  # --alpha 0.8 is the default's value, but given
     records = tmp_path / "r.jsonl"
     args = ["--sizes", "1, 2,4", "--window", "5", "--window-seconds", "2", "--records", str(records), "--strict",
@@ -206,7 +209,7 @@ def test_run_options_built_from_flags(captured: list[RunOptions], tmp_path: Path
     assert invoke("run", *args).exit_code == 0
     assert captured[-1] == RunOptions(
         sizes=(1, 2, 4), window_batches=5, window_seconds=2.0, records=records, strict=True,
-        cap_schedule="0:200,10:150", device="table:t.csv", table_idle_w=30.0, cap_rule="avg:1",
+        cap_schedule="0:200,10:150", workload=WorkloadOptions(device="table:t.csv", table_idle_w=30.0), cap_rule="avg:1",
         given=frozenset({"sizes", "window_batches", "window_seconds", "records", "strict", "cap_schedule", "device",
                          "table_idle_w", "cap_rule"}),
     )
@@ -224,8 +227,11 @@ def test_run_options_from_a_config_file_count_as_given(captured: list[RunOptions
 
 def test_run_options_take_every_parameter_of_run_and_nothing_else() -> None:
     params = {p.name for p in run_cmd.command.params if p.expose_value}
-    fields = {f.name for f in dataclasses.fields(RunOptions)} - {"given"}
-    assert params == fields
+    own = {f.name for f in dataclasses.fields(RunOptions)} - {"given", "workload"}
+    workload = {f.name for f in dataclasses.fields(WorkloadOptions)}
+    assert not own & workload  # each field in one place: the workload's in WorkloadOptions only
+    assert params == own | (workload - {"sim_host_scale"})  # serve's host scale: run's sim keeps the paper's
+    assert RunOptions.from_params({"device": "cpu", "cap": 90.0}).workload.device == "cpu"
     with pytest.raises(TypeError, match="no field for nope"):
         RunOptions.from_params({"nope": 1})
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -235,5 +241,7 @@ def test_run_options_take_every_parameter_of_run_and_nothing_else() -> None:
 def test_workload_options_are_typed_fields_not_a_bag() -> None:
     names = {f.name for f in dataclasses.fields(WorkloadOptions)}
     assert "extra" not in names
-    w = RunOptions.from_params({"device": "cpu", "input_size": 32, "read_only": True}).workload_fields()
-    assert WorkloadOptions(**w) == WorkloadOptions(device="cpu", input_size=32, read_only=True)
+    o = RunOptions.from_params({"device": "cpu", "input_size": 32, "read_only": True, "quiet": True})
+    assert o.workload == WorkloadOptions(device="cpu", input_size=32, read_only=True) and o.quiet
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.workload.device = "cuda"  # type: ignore[misc]
