@@ -29,6 +29,13 @@ from batchsizer.serve.records import ServeRecorder
 
 @dataclass
 class ServeOptions:
+    """Everything ``batchsizer serve`` was asked, checked: the workload (opened as ``run`` opens it,
+    :func:`open_device`), the cap and controller, the batcher's SLO and wait, the HTTP side, outputs.
+
+    ``sim_host_scale`` and ``time_scale`` are serve's own: simulated GPUs get the host scale in their
+    workload (the handlers decode the images, so a tenth of the paper's pipeline by default), and
+    simulated and table devices run behind a real clock, ``time_scale`` real seconds per simulated one."""
+
     workload: WorkloadOptions
     caps: CapSource
     cap_from_gpu: bool = False
@@ -167,6 +174,7 @@ def open_serving(opts: ServeOptions, observers: list[LoopObserver] | None = None
 
 
 def _describe(opts: ServeOptions) -> dict[str, Any]:
+    """Serve's own settings, for the records and the summary."""
     return {
         "slo_ms": opts.slo_s * 1000,
         "max_wait_ms": opts.max_wait_s * 1000,
@@ -300,6 +308,7 @@ class ThreadedServer:
 
     @property
     def engine(self) -> ServingEngine:
+        """The running server's engine (its latency figures, cap, controller), for tests."""
         assert self.serving is not None
         return self.serving.engine
 
