@@ -138,6 +138,21 @@ def test_a_flat_start_does_not_bound_large_sizes() -> None:
     assert far > 133.0 * 5  # far beyond it: proportional growth, nowhere near safe
 
 
+def test_adaptive_predicts_settings_it_has_not_run_and_its_measured_frontier_does_not() -> None:
+    """The real controller after a few periods at small sizes under a low cap: its measured frontier
+    stops at what it ran; its predicted one reaches higher caps with larger, faster settings, each
+    predicted power (margin included) under its cap."""
+    ctrl = Adaptive(initial=4)
+    drive(ctrl, [90.0] * 12)
+    caps = [100.0, 150.0, 200.0, 300.0]
+    measured = {p.cap_w: p.throughput for p in ctrl.frontier(caps)}
+    predicted = ctrl.frontier(caps, predicted=True)
+    assert predicted and all(p.power_w <= p.cap_w for p in predicted)
+    run = {b for b, _ in ctrl.model.stats}
+    assert any(p.setting.batch_size not in run for p in predicted)
+    assert max(p.throughput for p in predicted) > max(measured.values(), default=0.0)
+
+
 def test_frontier_and_options() -> None:
     ctrl = Adaptive()
     drive(ctrl, [200.0] * 30)
@@ -292,3 +307,45 @@ def test_an_extension_a_measurement_contradicts_bounds_nothing() -> None:
         m.add(b, 300.0, w, 0.04 * b / 8, w - 1)
     m.add(288, 275.0, 192.0, 0.06, 191.0)
     assert m.bound_w(np.array([275.0]), np.array([287.0]))[0] >= 192.0
+
+
+def _memory_bound_time(b: int, clock: float = 1500.0) -> float:
+    """Time that a lower clock stretches only a little (a memory-bound model)."""
+    return (0.02 + 0.004 * b) * (1500.0 / clock) ** 0.3
+
+
+def _serve(ctrl: Adaptive, cap: float, periods: int, **told) -> list[Setting]:
+    """Drive ``ctrl`` as a server would: every observation also tells the source's latency bound."""
+    from dataclasses import replace
+
+    setting, seen = ctrl.initial(), []
+    for i in range(periods):
+        o = replace(obs(setting, cap, peak_concave, _memory_bound_time, i), **told)
+        setting = ctrl.decide(o).setting
+        seen.append(setting)
+    return seen
+
+
+def test_a_servers_batch_time_bound_keeps_it_off_slow_settings() -> None:
+    """Unbounded, the fastest setting under 120 W is a large batch at 1000 MHz (over a second a batch);
+    told a batch may take 0.2 s, the controller ends on a setting that meets it and does not return
+    to one it measured slower than that (it could only have run at the smallest size)."""
+    knobs = DeviceKnobs(clock_levels_mhz=(500, 1000, 1500), default_clock_mhz=1500)
+
+    def slow(s: Setting) -> bool:
+        return _memory_bound_time(s.batch_size, float(s.clock_mhz or 1500)) > 0.2 and s.batch_size > 1
+
+    free = _serve(Adaptive(knobs=knobs), 120.0, 60)
+    assert slow(free[-1])  # the bound changes the answer here
+    bounded = _serve(Adaptive(knobs=knobs), 120.0, 60, batch_time_limit_s=0.2)
+    assert not slow(bounded[-1]) and peak_concave(bounded[-1].batch_size, bounded[-1].clock_mhz) <= 120.0
+    tried_slow = [s for s in bounded if slow(s)]
+    assert len(tried_slow) == len(set(tried_slow))  # a setting measured too slow is not asked for again
+
+
+def test_the_largest_size_a_servers_latency_limit_lets_run_is_not_exceeded() -> None:
+    """A server that cut batches to 8 at the clock that ran: the controller asks for no more than 8
+    there (a size that never runs is never measured, and asking for it again and again stalls it)."""
+    sizes = _serve(Adaptive(), 300.0, 30, batch_time_limit_s=math.inf, latency_size_limit=8)
+    assert max(s.batch_size for s in sizes) == 8
+    assert max(s.batch_size for s in _serve(Adaptive(), 300.0, 30)) > 8

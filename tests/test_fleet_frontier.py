@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from batchsizer.core.caps import ConstantCap
+from batchsizer.core.types import FrontierPoint, Setting
 from batchsizer.fleet.allocator import WorkerView, allocate, cap_grid, curve_at
 from batchsizer.fleet.coordinator import Fleet, FleetOptions, job_key
 from batchsizer.fleet.frontier import offered_curve, predicted_frontier
 from batchsizer.fleet.worker import FleetWorker, WorkerConfig
+from batchsizer.policies.safe_model import SafeModel
 
 
 class _Model:
@@ -31,8 +33,18 @@ class _Model:
 
 
 class _Controller:
+    """A controller whose model is the stand-in: its predicted frontier is SafeModel's rule over it."""
+
     def __init__(self, model=None) -> None:
         self.model = model
+
+    def frontier(self, caps_w, predicted: bool = False):
+        if not predicted or self.model is None:
+            return []
+        return [
+            FrontierPoint(cap, Setting(size), speed, 0.0, power)
+            for cap, size, _, speed, power in SafeModel.predicted_best(self.model, caps_w)
+        ]
 
 
 def test_predicted_frontier_takes_the_fastest_setting_whose_power_and_margin_fit() -> None:
@@ -43,7 +55,7 @@ def test_predicted_frontier_takes_the_fastest_setting_whose_power_and_margin_fit
     assert got[180.0] == pytest.approx(40)
     assert got[205.0] == pytest.approx(80)
     assert predicted_frontier(_Controller(None), [200.0]) == []
-    assert predicted_frontier(object(), [200.0]) == []
+    assert predicted_frontier(object(), [200.0]) == []  # no frontier at all: nothing predicted
 
 
 def test_offered_curve_believes_measurements_where_they_rise_and_the_model_past_them() -> None:

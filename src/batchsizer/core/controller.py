@@ -42,8 +42,10 @@ class Controller(ABC):
         """The configuration, for the job's records."""
         return {"name": self.name}
 
-    def frontier(self, caps_w: Sequence[float]) -> list[FrontierPoint]:
-        """Predicted best throughput at each cap in ``caps_w``, from what the controller has learned.
+    def frontier(self, caps_w: Sequence[float], predicted: bool = False) -> list[FrontierPoint]:
+        """Best throughput at each cap in ``caps_w``, from what the controller has learned: by default
+        only settings it has run; with ``predicted``, also what its plant model predicts of settings it
+        has not run (a budget allocator's guess about caps above the one it was given).
 
         Controllers without a model return an empty list (nothing predicted); a budget allocator then
         falls back to what it measured."""

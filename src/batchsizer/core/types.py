@@ -56,6 +56,12 @@ class Observation:
     cap_rule_window_s: float = 0.0
     #: the largest batch the device's memory has been found to hold (a larger one ran in halves); None: no limit seen
     size_limit: int | None = None
+    #: the longest a batch may take (s) for the source's latency bound (a server's SLO); a setting whose
+    #: batches take longer gets none but its smallest batches. None: no bound (a batch job)
+    batch_time_limit_s: float | None = None
+    #: the largest size the source's latency bound lets run at this period's setting (a server's limit,
+    #: from the service times it measured there); None: no bound
+    latency_size_limit: int | None = None
 
     @property
     def duration_s(self) -> float:

@@ -7,13 +7,13 @@ highest power it has drawn, so an allocator that trusts it never offers that wor
 its plant (``adaptive``'s :class:`~batchsizer.policies.safe_model.SafeModel`: a point prediction of
 power and time per batch at every batch size and knob level), each cap also gets the fastest
 predicted setting whose predicted power plus the controller's margin for a setting it has not
-measured fits under it. The offered curve is what the controller measured up to the cap where its
+measured fits under it (``SafeModel.predicted_best``). The offered curve is what the controller measured up to the cap where its
 measurements stop rising, and past it the better of that and what its model predicts it would find
 there: the allocator can then offer a higher cap to a worker its cap holds back, and what the
 worker measures under it replaces the prediction.
 
-Only public attributes of the controller are read (``model.levels``, ``model.sizes``,
-``model.predict_level``, ``model.margin_w``); a controller without them offers its frontier alone.
+The prediction is the controller's own ``frontier(caps, predicted=True)``; a controller without a
+model offers its measured frontier alone.
 """
 
 from __future__ import annotations
@@ -22,43 +22,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 
 def predicted_frontier(controller: Any, caps_w: Sequence[float]) -> list[tuple[float, float]]:
-    """(cap W, items/s) of the fastest setting the controller's model predicts under each cap; [] without a model."""
-    model = getattr(controller, "model", None)
-    if model is None or not hasattr(model, "predict_level"):
-        return []
+    """(cap W, items/s) of the fastest setting the controller's model predicts under each cap; [] where
+    it has no model (its ``frontier(caps, predicted=True)`` is empty) or the prediction fails."""
     try:
-        sizes = np.asarray(model.sizes, dtype=float)
-        margin = float(model.margin_w(-1, -1.0))  # the margin of a setting not yet measured
-        power_parts, speed_parts = [], []
-        for level in model.levels:
-            got = model.predict_level(level)
-            if got is None:
-                continue
-            power, time = (np.asarray(a, dtype=float) for a in got)
-            power_parts.append(power + margin)
-            speed_parts.append(np.where(time > 0, sizes / np.maximum(time, 1e-12), 0.0))
-    except Exception:  # a prediction is advice; a model that cannot give one offers none
+        points = controller.frontier(caps_w, predicted=True)
+    except Exception:  # a prediction is advice; a controller that cannot give one offers none
         return []
-    if not power_parts:
-        return []
-    power = np.concatenate(power_parts)
-    speed = np.concatenate(speed_parts)
-    ok = np.isfinite(power) & np.isfinite(speed) & (speed > 0)
-    power, speed = power[ok], speed[ok]
-    if power.size == 0:
-        return []
-    order = np.argsort(power)
-    power, best = power[order], np.maximum.accumulate(speed[order])
-    out = []
-    for cap in caps_w:
-        k = int(np.searchsorted(power, cap, side="right"))
-        if k > 0:
-            out.append((float(cap), float(best[k - 1])))
-    return out
+    return [(float(p.cap_w), float(p.throughput)) for p in points if math.isfinite(p.throughput) and p.throughput > 0]
 
 
 def offered_curve(

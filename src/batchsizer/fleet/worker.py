@@ -365,7 +365,10 @@ class FleetWorker:
             samples = [(s.t, s.watts) for s in raw if s.t > self._reported_to]
         except Exception:
             samples = []
-        true = [(s.t, s.watts) for s in self.device.reference_meter.samples(self._true_reported_to, upto)]
+        # true power only where the device knows it (a simulator's reference meter); the budget's own
+        # accounting is by the sensor samples above
+        reference = getattr(self.device, "reference_meter", None)
+        true = [(s.t, s.watts) for s in reference.samples(self._true_reported_to, upto)] if reference else []
         self._reported_to = max(self._reported_to, upto)
         self._true_reported_to = max(self._true_reported_to, upto)
         done, self._done_cids = self._done_cids, []

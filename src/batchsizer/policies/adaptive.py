@@ -89,6 +89,8 @@ class Adaptive(Controller):
         self._settling = 0
         self._coverage = 1.0
         self._max_size = self.sizes[-1]
+        self._time_limit: float | None = None  # the longest a batch may take (a server's latency bound)
+        self._latency_sizes: dict[float, int] = {}  # per knob level, the largest size that bound lets run
         #: the last period read over its cap (a mixed reading after it proves nothing of the next setting)
         self._last_over = False
         self.changes = 0
@@ -187,6 +189,9 @@ class Adaptive(Controller):
             self._coverage = 1.0
         if obs.size_limit is not None:  # larger batches did not fit in the device's memory
             self._max_size = min(self._max_size, obs.size_limit)
+        self._time_limit = obs.batch_time_limit_s
+        if obs.latency_size_limit is not None:
+            self._latency_sizes[self._level_of(obs.setting)] = obs.latency_size_limit
         self._learn(obs)
         cap_during = obs.period_cap_w if math.isfinite(obs.period_cap_w) else obs.cap_w
         self._last_over = obs.peak_w > cap_during
@@ -223,6 +228,17 @@ class Adaptive(Controller):
                 continue
             st = m.stats[key]
             measured[i], own[i], raw[i], margins[i], batch_s[i] = st.measured, value, st.peak_w, m.margin_w(*key), st.batch_s
+        if self._time_limit is not None:
+            # batches slower than the source's latency bound would be cut: such a setting cannot run as
+            # chosen, so it counts as known not to fit (by its time, measured or predicted, and by the
+            # largest size the source let run at that level); the smallest size always can
+            slow = np.where(measured, batch_s, time) > self._time_limit
+            for level, largest in self._latency_sizes.items():
+                slow |= np.isclose(self._grid_k, level) & (self._grid_b > largest)
+            slow &= self._grid_b > self.sizes[0]
+            own = np.where(slow, np.inf, own)
+            power = np.where(slow, np.inf, power)
+            bound = np.where(slow, np.inf, bound)
         margin = Z_SIGMAS * m.noise_w
         known_ok = measured & (own + margins <= cap_w)
         if not known_ok.any():
@@ -354,10 +370,15 @@ class Adaptive(Controller):
 
     # -- what it learned -----------------------------------------------------------------------------
 
-    def frontier(self, caps_w: Sequence[float]) -> list[FrontierPoint]:
-        """At each cap, the fastest measured setting whose reading plus noise stays under it."""
+    def frontier(self, caps_w: Sequence[float], predicted: bool = False) -> list[FrontierPoint]:
+        """At each cap, the fastest measured setting whose reading plus noise stays under it; with
+        ``predicted``, the fastest setting the plant model predicts fits there (measured or not)."""
         out = []
         m = self.model
+        if predicted:
+            for cap, b, k, thr, power in m.predicted_best(caps_w):
+                out.append(FrontierPoint(cap, self._setting(b, k), thr, thr * m.time_noise, power))
+            return out
         believed = m.peaks()
         rows = [(b, k, st) for (b, k), st in m.stats.items() if st.measured and math.isfinite(st.batch_s)]
         for cap in caps_w:

@@ -396,6 +396,27 @@ class SafeModel:
             out_t[part] = time[part] * own[1][edge] / time[edge]
         return out_p, out_t
 
+    def predicted_best(self, caps_w: Sequence[float]) -> list[tuple[float, int, float, float, float]]:
+        """(cap W, size, level, items/s, power W) of the fastest setting whose predicted power plus the
+        margin of a setting not yet measured fits under each cap; a cap nothing fits under is left out.
+        Advice for a budget allocator about caps the controller has not run at, not a safety bound."""
+        margin = self.margin_w(-1, -1.0)
+        rows = []
+        for level in self.levels:
+            got = self.predict_level(level)
+            if got is None:
+                continue
+            for size, power, time in zip(self.sizes, *got):
+                if math.isfinite(power) and math.isfinite(time) and time > 0:
+                    rows.append((float(power) + margin, size / float(time), int(size), level))
+        out = []
+        for cap in caps_w:
+            ok = [(speed, -power, size, level) for power, speed, size, level in rows if power <= cap]
+            if ok:
+                speed, neg_power, size, level = max(ok)
+                out.append((float(cap), size, level, speed, -neg_power))
+        return out
+
     def _floor(self, power: np.ndarray) -> float:
         floor = self.floor_w if math.isfinite(self.floor_w) else 0.0
         return min(floor, float(power.min()))

@@ -12,7 +12,12 @@ source's ``batch_size`` to the controller's size. Two things differ from a batch
   its length (idle gaps are not slowness), so it learns power and speed of what ran;
 * the size cap may not drift up while batches do not reach it: the controller's size is held to at
   most ``growth`` times the largest batch that ran in the period, so a sudden burst does not run at a
-  size whose power was never seen.
+  size whose power was never seen;
+* with the latency limit on, the controller is told how long a batch may take
+  (``Observation.batch_time_limit_s``) and the largest size the limit lets run at the setting that
+  ran (``Observation.latency_size_limit``): a controller with a model of time per batch at each
+  knob level keeps off settings whose batches the latency limit would cut, instead of asking for a
+  size that never runs (and so is never measured).
 """
 
 from __future__ import annotations
@@ -87,6 +92,11 @@ class ServingController(Controller):
         if ran.batches > 0 and ran.max_size > 0:
             busy = min(max(ran.busy_s, 1e-9), obs.duration_s) if obs.duration_s > 0 else ran.busy_s
             seen = replace(obs, setting=replace(obs.setting, batch_size=ran.max_size), end=obs.start + busy)
+        if self.batcher.config.latency_cap:
+            state = self.batcher.cap_state
+            seen = replace(
+                seen, batch_time_limit_s=batch_time_limit(self.batcher.config), latency_size_limit=state.latency_size
+            )
         decision = self.inner.decide(seen)
         limit = math.inf if math.isinf(self.growth) else max(1, math.floor(self.growth * max(ran.max_size, 1)))
         if decision.setting.batch_size > limit:
@@ -100,6 +110,14 @@ class ServingController(Controller):
 
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "serving": {"growth": self.growth}}
+
+
+def batch_time_limit(config: BatcherConfig) -> float:
+    """The longest one batch may take for the p99 to meet the SLO the latency limit aims at: the batch
+    ahead of a request, its own batch's wait, and its own batch (see :func:`~batchsizer.serve.latency.
+    predicted_p99`), with the wait at its longest. Told to the power controller, so that it does not
+    choose a setting (a slow clock) under which only the smallest batches could run."""
+    return max((config.slo_s * config.headroom - config.max_wait_s) / 2, 0.0)
 
 
 class LatencyStats:
