@@ -65,6 +65,7 @@ def test_resume_finishes_the_rest_exactly(tmp_path) -> None:
         (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--cap-rule", "max"], "cap rule"),
         (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--fault", "kill:x@1"], "fault"),
         (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--period", "0"], "period"),
+        (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--address", "127.0.0.1:6379"], "address"),
     ],
 )
 def test_bad_input_is_one_line(args, field) -> None:

@@ -48,6 +48,10 @@ UNUSED_DEVICE = [
     (["--device", "cpu", "--read-only"], "read-only", f"used by {TABLES} and cuda devices (cuda[:N])"),
     (["--device", "cpu", "--half"], "half", "used by cuda devices (cuda[:N])"),
     (["--device", "sim:p40", "--checkpoint", "w.pt"], "checkpoint", "used by real devices (cpu, cuda[:N])"),
+    (["--device", "sim:a100", "--cap-from-gpu"], "cap-from-gpu", "used by cuda devices (cuda[:N])"),
+    (["--device", ZEUS, "--cap-from-gpu"], "cap-from-gpu", "used by cuda devices (cuda[:N])"),
+    (["--device", "cpu", "--power-limit", "100"], "power-limit", f"used by {SIM}, {TABLES} and cuda devices (cuda[:N])"),
+    (["--device", "scripted", "--power-limit", "100"], "power-limit", f"used by {SIM}, {TABLES} and cuda devices"),
 ]
 
 
@@ -82,6 +86,8 @@ USED = [
     ["--device", "scripted", "--controller", "batchsizer", "--alpha", "0.7", "--sizes", "1,2,4,8", "--initial", "2"],
     ["--controller", "static", "--batch-size", "8", "--clock", "1063"],
     ["--controller", "dvfs", "--batch-size", "8", "--alpha", "0.7"],
+    ["--device", ZEUS, "--power-limit", "150", "--cap", "140"],
+    ["--device", "sim:v100", "--power-limit", "200", "--cap", "180"],
 ]
 
 
@@ -145,10 +151,18 @@ def test_every_built_in_controller_declares_what_it_reads_and_whether_it_moves_t
 
 
 def test_every_device_kind_declares_options_run_has_and_the_workload_carries() -> None:
+    from batchsizer.cli.commands import serve as serve_cmd
+
     assert set(DEVICE_OPTIONS) == set(DEVICE_KINDS) | {"table"}
     every = frozenset().union(*DEVICE_OPTIONS.values())
     workload_fields = {f.name for f in dataclasses.fields(WorkloadOptions)}
-    assert every <= set(option_flags(run_cmd.command)) and every <= workload_fields
+    run_flags, serve_flags = set(option_flags(run_cmd.command)), set(option_flags(serve_cmd.command))
+    assert every <= run_flags | serve_flags  # each a real option of run or serve
+    # what is not a workload field is a command's own option that only some kinds honour
+    assert every - workload_fields == {"power_limit", "cap_from_gpu", "time_scale"}
+    assert users_of("cap_from_gpu") == ["cuda devices (cuda[:N])"]
+    assert users_of("power_limit") == [SIM, TABLES, "cuda devices (cuda[:N])"]
+    assert users_of("time_scale") == [SIM, TABLES] and users_of("sim_host_scale") == [SIM]
     assert options_kind(ZEUS) == "table" and options_kind("table:x.csv") == "table" and options_kind("sim") == "sim"
     assert users_of("half") == ["cuda devices (cuda[:N])"]
     assert users_of("alpha") == ["the batchdvfs, batchsizer and dvfs controllers"]
@@ -184,7 +198,10 @@ def test_run_options_built_from_flags(captured: list[RunOptions], tmp_path: Path
     args = ["--device", "sim:a100", "--model", "resnet50", "--cap", "180", "--controller", "batchsizer", "--alpha", "0.8"]
     assert invoke("run", "-q", *args).exit_code == 0
     given = frozenset({"device", "model", "cap", "controller", "alpha", "quiet"})
-    expected = RunOptions(device="sim:a100", model="resnet50", cap=180.0, controller="batchsizer", quiet=True, given=given)
+    expected = RunOptions(
+        workload=WorkloadOptions(device="sim:a100", model="resnet50"), cap=180.0, controller="batchsizer", quiet=True,
+        given=given,
+    )
     assert captured[-1] == expected  # --alpha 0.8 is the default's value, but given
     records = tmp_path / "r.jsonl"
     args = ["--sizes", "1, 2,4", "--window", "5", "--window-seconds", "2", "--records", str(records), "--strict",
@@ -192,7 +209,7 @@ def test_run_options_built_from_flags(captured: list[RunOptions], tmp_path: Path
     assert invoke("run", *args).exit_code == 0
     assert captured[-1] == RunOptions(
         sizes=(1, 2, 4), window_batches=5, window_seconds=2.0, records=records, strict=True,
-        cap_schedule="0:200,10:150", device="table:t.csv", table_idle_w=30.0, cap_rule="avg:1",
+        cap_schedule="0:200,10:150", workload=WorkloadOptions(device="table:t.csv", table_idle_w=30.0), cap_rule="avg:1",
         given=frozenset({"sizes", "window_batches", "window_seconds", "records", "strict", "cap_schedule", "device",
                          "table_idle_w", "cap_rule"}),
     )
@@ -210,8 +227,11 @@ def test_run_options_from_a_config_file_count_as_given(captured: list[RunOptions
 
 def test_run_options_take_every_parameter_of_run_and_nothing_else() -> None:
     params = {p.name for p in run_cmd.command.params if p.expose_value}
-    fields = {f.name for f in dataclasses.fields(RunOptions)} - {"given"}
-    assert params == fields
+    own = {f.name for f in dataclasses.fields(RunOptions)} - {"given", "workload"}
+    workload = {f.name for f in dataclasses.fields(WorkloadOptions)}
+    assert not own & workload  # each field in one place: the workload's in WorkloadOptions only
+    assert params == own | (workload - {"sim_host_scale"})  # serve's host scale: run's sim keeps the paper's
+    assert RunOptions.from_params({"device": "cpu", "cap": 90.0}).workload.device == "cpu"
     with pytest.raises(TypeError, match="no field for nope"):
         RunOptions.from_params({"nope": 1})
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -221,5 +241,7 @@ def test_run_options_take_every_parameter_of_run_and_nothing_else() -> None:
 def test_workload_options_are_typed_fields_not_a_bag() -> None:
     names = {f.name for f in dataclasses.fields(WorkloadOptions)}
     assert "extra" not in names
-    w = RunOptions.from_params({"device": "cpu", "input_size": 32, "read_only": True}).workload_fields()
-    assert WorkloadOptions(**w) == WorkloadOptions(device="cpu", input_size=32, read_only=True)
+    o = RunOptions.from_params({"device": "cpu", "input_size": 32, "read_only": True, "quiet": True})
+    assert o.workload == WorkloadOptions(device="cpu", input_size=32, read_only=True) and o.quiet
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.workload.device = "cuda"  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -78,8 +79,22 @@ def parse_int_list(text: str, field: str) -> tuple[int, ...]:
 
 
 def workload_options(f: F) -> F:
-    """--device, --model, --input-size, --dataset, --items, --images, --seed, --workers, --on-bad-image, --half,
-    --channels-last, --read-only, --checkpoint."""
+    """--device, --model, --input-size, --dataset, --items, --images, --seed, --sim-sensor, --sensor-*,
+    --table-*, --workers, --on-bad-image, --half, --channels-last, --read-only, --checkpoint."""
+    return _stack(f, [option for _, option in _workload_option_list()])
+
+
+#: the workload options ``serve`` leaves out: it runs the requests that arrive, not items or an image folder
+NOT_SERVED = frozenset({"items", "images", "workers", "on_bad_image"})
+
+
+def serve_workload_options(f: F) -> F:
+    """The workload options but those of :data:`NOT_SERVED`: ``serve`` takes only what it honours."""
+    return _stack(f, [option for name, option in _workload_option_list() if name not in NOT_SERVED])
+
+
+def _workload_option_list() -> list[tuple[str, Callable[[F], F]]]:
+    """The workload options, by parameter name, in the order --help shows them."""
     decorators = [
         click.option(
             "--device",
@@ -191,7 +206,16 @@ def workload_options(f: F) -> F:
             help="Model weights as a PyTorch state dict file (real devices) [default: none, random weights].",
         ),
     ]
-    return _stack(f, decorators)
+    return [(_param_name(d), d) for d in decorators]
+
+
+def _param_name(decorator: Callable[[F], F]) -> str:
+    """The parameter name a click option decorator declares (``--sensor-noise-w`` -> ``sensor_noise_w``)."""
+
+    def probe() -> None: ...
+
+    decorator(probe)  # type: ignore[arg-type]
+    return str(probe.__click_params__[-1].name)  # type: ignore[attr-defined]
 
 
 #: device kinds that run a real PyTorch model
@@ -217,31 +241,36 @@ def make_workload_options(**kw: Any) -> WorkloadOptions:
 
 
 def workload_from(kw: Mapping[str, Any], given: Collection[str] = ()) -> WorkloadOptions:
+    """:func:`check_workload` of the :class:`WorkloadOptions` fields in a command's keywords ``kw``."""
+    return check_workload(WorkloadOptions.from_params(kw), given)
+
+
+def check_workload(opts: WorkloadOptions, given: Collection[str] = ()) -> WorkloadOptions:
     """Check the workload options' values (which options the device reads was checked before) and
-    build the typed :class:`WorkloadOptions`; ``given`` names the options the user set."""
-    items = kw["items"]
+    return them ready to open; ``given`` names the options the user set. ConfigError names the first
+    value that is not allowed, before anything is opened."""
+    items = opts.items
     if items is not None and not 1 <= items <= MAX_ITEMS:
         raise ConfigError("items", f"must be at least 1 and at most {MAX_ITEMS:,}, got {items}")
-    kind = device_kind(kw["device"])
-    images = kw.get("images")
-    workers, checkpoint = kw.get("workers", 2), kw.get("checkpoint")
+    kind = device_kind(opts.device)
+    images, workers, checkpoint = opts.images, opts.workers, opts.checkpoint
     if workers < 0:
         raise ConfigError("workers", f"must be 0 or more, got {workers}")
-    side = kw.get("input_size")
+    side = opts.input_size
     if side is not None and not 8 <= side <= 4096:
         raise ConfigError("input-size", f"must be between 8 and 4096 pixels, got {side}")
     for name in ("table_idle_w", "table_host_ms"):
-        value = kw.get(name)
+        value = getattr(opts, name)
         if value is not None and (not (math.isfinite(value) and value >= 0) or (name == "table_idle_w" and value <= 0)):
             raise ConfigError(name.replace("_", "-"), f"must be {'above 0' if name == 'table_idle_w' else '0 or more'}"
                               f", got {value!r}")
-    if kind == "sim" and is_model_reference(kw["model"]):
+    if kind == "sim" and is_model_reference(opts.model):
         from batchsizer.sim.models import MODELS
 
         raise ConfigError(
             "model",
-            f"{kw['model']!r} is a model file or code, which runs on real devices (cpu, cuda[:N]); "
-            f"{kw['device']!r} simulates the paper's DNNs: {', '.join(m.abbr for m in MODELS.values())}",
+            f"{opts.model!r} is a model file or code, which runs on real devices (cpu, cuda[:N]); "
+            f"{opts.device!r} simulates the paper's DNNs: {', '.join(m.abbr for m in MODELS.values())}",
         )
     if images is not None and not Path(images).is_dir():
         what = "a file" if Path(images).exists() else "it does not exist"
@@ -251,26 +280,13 @@ def workload_from(kw: Mapping[str, Any], given: Collection[str] = ()) -> Workloa
     if checkpoint is not None and not Path(checkpoint).is_file():
         what = "a folder" if Path(checkpoint).is_dir() else "missing"
         raise ConfigError("checkpoint", f"{checkpoint} is {what}; give a PyTorch state dict file (.pt, .pth)")
-    return WorkloadOptions(
-        device=kw["device"],
-        model=kw["model"],
-        dataset=kw["dataset"],
-        items=kw["items"],
-        images=kw["images"],
-        seed=kw["seed"],
-        half=bool(kw.get("half", False)),
-        channels_last=bool(kw.get("channels_last", False)),
-        checkpoint=checkpoint,
-        workers=workers,
-        input_size=side,
-        on_bad_image=kw.get("on_bad_image") or "skip",
-        read_only=bool(kw.get("read_only")),
-        sim_sensor=kw.get("sim_sensor") or "default",
-        sensor_update_ms=kw.get("sensor_update_ms"),
-        sensor_window_ms=kw.get("sensor_window_ms"),
-        sensor_noise_w=kw.get("sensor_noise_w"),
-        table_idle_w=kw.get("table_idle_w"),
-        table_host_ms=kw.get("table_host_ms"),
+    return dataclasses.replace(
+        opts,
+        half=bool(opts.half),
+        channels_last=bool(opts.channels_last),
+        read_only=bool(opts.read_only),
+        on_bad_image=opts.on_bad_image or "skip",
+        sim_sensor=opts.sim_sensor or "default",
     )
 
 

@@ -1,8 +1,10 @@
 """``batchsizer run``'s options as one typed value, built once from the command line.
 
 The helpers of ``run`` take a :class:`RunOptions` rather than click's dict of keywords, so a field
-misspelt is a type error and not a ``KeyError`` at the end of a job. ``given`` keeps which options the
-user set (not defaults), for the check of options nothing reads (:mod:`batchsizer.cli.option_check`).
+misspelt is a type error and not a ``KeyError`` at the end of a job. What to run on is one
+:class:`~batchsizer.core.workloads.WorkloadOptions` (``workload``), the same value ``serve`` and
+``profile`` open, so its fields are declared once. ``given`` keeps which options the user set (not
+defaults), for the check of options nothing reads (:mod:`batchsizer.cli.option_check`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchsizer.cli.options import parse_int_list
-from batchsizer.core.workloads import DEFAULT_DEVICE, WorkloadOptions
+from batchsizer.core.workloads import WorkloadOptions
 from batchsizer.policies import DEFAULT_CONTROLLER
 
 
@@ -22,26 +24,8 @@ from batchsizer.policies import DEFAULT_CONTROLLER
 class RunOptions:
     """Everything ``batchsizer run`` was asked, by its click parameter names, with the CLI's defaults."""
 
-    # where and what: the workload (each device kind reads some of these, core.workloads.DEVICE_OPTIONS)
-    device: str = DEFAULT_DEVICE
-    model: str = "res101"
-    input_size: int | None = None
-    dataset: str = "caltech"
-    items: int = 10_000
-    images: Path | None = None
-    seed: int = 0
-    sim_sensor: str = "default"
-    sensor_update_ms: float | None = None
-    sensor_window_ms: float | None = None
-    sensor_noise_w: float | None = None
-    table_idle_w: float | None = None
-    table_host_ms: float | None = None
-    workers: int = 2
-    on_bad_image: str = "skip"
-    half: bool = False
-    channels_last: bool = False
-    read_only: bool = False
-    checkpoint: Path | None = None
+    # where and what: the workload (each device kind reads some of its fields, core.workloads.DEVICE_OPTIONS)
+    workload: WorkloadOptions = field(default_factory=WorkloadOptions)
     # the cap (one of cap, cap_schedule, cap_file, cap_from_gpu; none: the default 200 W)
     cap: float | None = None
     cap_schedule: str | None = None
@@ -70,16 +54,17 @@ class RunOptions:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], given: frozenset[str] = frozenset()) -> RunOptions:
-        """From click's parameter values (``--sizes`` parsed and checked: ConfigError); a parameter
-        that is not a field is a programming error."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"given"}
-        unknown = sorted(set(params) - names)
+        """From click's parameter values: the workload's into ``workload``, the rest into their fields
+        (``--sizes`` parsed and checked: ConfigError); a parameter that is neither is a programming error."""
+        workload_names = {f.name for f in dataclasses.fields(WorkloadOptions)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"given", "workload"}
+        unknown = sorted(set(params) - names - workload_names)
         if unknown:
             raise TypeError(f"RunOptions has no field for {', '.join(unknown)}")
-        values = dict(params)
+        values = {k: v for k, v in params.items() if k in names}
         if values.get("sizes") is not None:
             values["sizes"] = parse_int_list(values["sizes"], "sizes")
-        return cls(**values, given=frozenset(given))
+        return cls(workload=WorkloadOptions.from_params(params), **values, given=frozenset(given))
 
     @property
     def cap_given(self) -> bool:
@@ -90,7 +75,3 @@ class RunOptions:
         """The controller options as ``make_controller`` takes them."""
         return {"sizes": self.sizes, "alpha": self.alpha, "initial": self.initial, "batch_size": self.batch_size,
                 "clock_mhz": self.clock_mhz}
-
-    def workload_fields(self) -> dict[str, Any]:
-        """The fields :class:`WorkloadOptions` has, with their values here."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(WorkloadOptions)}

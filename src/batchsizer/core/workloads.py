@@ -8,8 +8,9 @@ module, imported only when named, so the core needs no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from batchsizer.errors import ConfigError
 DEFAULT_DEVICE = "sim:p40"
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkloadOptions:
-    """What the user asked for; each device kind reads the fields that apply to it (``DEVICE_OPTIONS``)."""
+    """What the user asked for; each device kind reads the fields that apply to it (``DEVICE_OPTIONS``).
+
+    The one description of a workload: ``run`` holds it in its :class:`~batchsizer.cli.run_options.RunOptions`,
+    ``serve`` in its ``ServeOptions``, and :func:`open_workload` turns it into a device for both."""
 
     device: str = DEFAULT_DEVICE
     model: str = "res101"
@@ -49,10 +53,24 @@ class WorkloadOptions:
     #: table devices: the idle power and per-batch host phase replacing the table's columns
     table_idle_w: float | None = None
     table_host_ms: float | None = None
+    #: simulated GPUs: host-side cost per batch relative to the paper's CPU-bound pipeline (``serve``'s
+    #: --sim-host-scale; 1 for ``run``, whose host phase is the paper's)
+    sim_host_scale: float = 1.0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> WorkloadOptions:
+        """The fields named in ``params`` (a command's parameters; those that are no field are the
+        command's own and left out), the others at their defaults. Values are not checked here
+        (:func:`batchsizer.cli.options.check_workload` does)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
 
 
 @dataclass
 class Workload:
+    """An opened workload: the device, the items to run through it, how to prepare a batch of them
+    (None: the items are the input), how many batches to cut ahead, and its description for records."""
+
     device: Device
     source: Sequence[Any] | Iterable[Any]
     prepare: Callable[[list[Any]], Any] | None = None
@@ -73,14 +91,20 @@ DEVICE_KINDS: dict[str, str] = {
 _SENSOR = frozenset({"sensor_update_ms", "sensor_window_ms", "sensor_noise_w"})
 _REAL = frozenset({"model", "items", "seed", "input_size", "images", "workers", "on_bad_image", "channels_last",
                    "checkpoint"})
+#: command options (not ``WorkloadOptions`` fields) that only some kinds honour: ``run``'s --power-limit
+#: (the board's own limit: the simulated limiter, a table's rows at several limits, NVML) and
+#: --cap-from-gpu (NVML's limit), ``serve``'s --time-scale (the simulated clock against the wall clock)
+_LIMIT = frozenset({"power_limit"})
+_SIMULATED = frozenset({"time_scale"})
 
-#: the options (``WorkloadOptions`` fields, by their CLI names) each device kind reads; "table" is
-#: both ``table:...`` and the ``sim:zeus-...`` tables. A kind without an entry is not checked.
+#: the options (by their CLI parameter names: ``WorkloadOptions`` fields and the command options
+#: above) each device kind reads; "table" is both ``table:...`` and the ``sim:zeus-...`` tables. A
+#: kind without an entry is not checked.
 DEVICE_OPTIONS: dict[str, frozenset[str]] = {
     "scripted": frozenset({"items"}),
-    "sim": frozenset({"model", "dataset", "items", "seed", "sim_sensor"}) | _SENSOR,
-    "table": frozenset({"items", "seed", "read_only", "table_idle_w", "table_host_ms"}) | _SENSOR,
-    "cuda": _REAL | {"half", "read_only"},
+    "sim": frozenset({"model", "dataset", "items", "seed", "sim_sensor", "sim_host_scale"}) | _SENSOR | _LIMIT | _SIMULATED,
+    "table": frozenset({"items", "seed", "read_only", "table_idle_w", "table_host_ms"}) | _SENSOR | _LIMIT | _SIMULATED,
+    "cuda": _REAL | _LIMIT | {"half", "read_only", "cap_from_gpu"},
     "cpu": _REAL,
 }
 
@@ -106,6 +130,9 @@ def options_kind(name: str) -> str:
 
 
 def open_workload(opts: WorkloadOptions) -> Workload:
+    """The workload ``opts`` names, opened by its kind's module (``DEVICE_KINDS``): the one way from
+    options to a device, for ``run``, ``profile`` and ``serve`` alike; ConfigError for an unknown kind
+    or one whose extra is not installed."""
     kind = device_kind(opts.device)
     target = DEVICE_KINDS.get(kind)
     if target is None:

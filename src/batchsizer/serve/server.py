@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from batchsizer.core.caps import CapSource
 from batchsizer.core.device import Device
 from batchsizer.core.loop import LoopObserver, Window
 from batchsizer.core.summary import Summary
-from batchsizer.core.workloads import WorkloadOptions, device_kind
+from batchsizer.core.workloads import WorkloadOptions, open_workload, options_kind
 from batchsizer.errors import ConfigError
 from batchsizer.io.records import RecordWriter, write_json_atomic
 from batchsizer.policies import DEFAULT_CONTROLLER, make_controller
@@ -29,6 +29,13 @@ from batchsizer.serve.records import ServeRecorder
 
 @dataclass
 class ServeOptions:
+    """Everything ``batchsizer serve`` was asked, checked: the workload (opened as ``run`` opens it,
+    :func:`open_device`), the cap and controller, the batcher's SLO and wait, the HTTP side, outputs.
+
+    ``sim_host_scale`` and ``time_scale`` are serve's own: simulated GPUs get the host scale in their
+    workload (the handlers decode the images, so a tenth of the paper's pipeline by default), and
+    simulated and table devices run behind a real clock, ``time_scale`` real seconds per simulated one."""
+
     workload: WorkloadOptions
     caps: CapSource
     cap_from_gpu: bool = False
@@ -59,45 +66,51 @@ class Serving:
     recorder: ServeRecorder | None = None
 
 
+#: the device kinds serve runs on (``core.workloads.options_kind``): simulated and table devices behind a
+#: real clock (:class:`~batchsizer.serve.realtime.RealtimeSimDevice`), real ones as they are
+SERVE_KINDS = ("sim", "table", "cpu", "cuda")
+
+
+def serve_kind(device: str) -> str:
+    """The kind of ``device`` (``options_kind``), or ConfigError when serve does not run on it (the
+    scripted test device): checked before a port is bound."""
+    kind = options_kind(device)
+    if kind not in SERVE_KINDS:
+        raise ConfigError("device", f"serve runs on sim:*, table:PATH.csv[:SELECTOR], cpu or cuda[:N], not {device!r}")
+    return kind
+
+
 def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
-    """The device to serve on, the prepare function of its batches (None on sim), and its description."""
+    """The device to serve on, the prepare function of its batches (None on simulated devices), and its
+    description.
+
+    Opened by :func:`~batchsizer.core.workloads.open_workload`, as ``run`` opens it, so every option the
+    workload carries (sensor, table, real-device options) acts the same in both; serve only adds its
+    own: the host scale of simulated GPUs, the real clock, the top-k answer of a real model."""
     w = opts.workload
-    kind = device_kind(w.device)
-    if kind == "sim":
+    kind = serve_kind(w.device)
+    simulated = kind in ("sim", "table")
+    # serve has no items of its own (it runs what arrives); simulated GPUs get serve's host scale
+    w = replace(w, items=1, sim_host_scale=opts.sim_host_scale if kind == "sim" else w.sim_host_scale)
+    workload = open_workload(w)
+    if simulated:
         from batchsizer.serve.realtime import RealtimeSimDevice
-        from batchsizer.sim import GPU_NAMES, make_sim_device
 
-        rest = (
-            w.device.split(":", 1)[1].strip().lower()
-            if ":" in w.device and w.device.split(":", 1)[1].strip()
-            else "p40"
-        )
-        if rest.startswith("zeus-"):
-            from batchsizer.sim.table_plant import make_table_device
+        try:
+            device = RealtimeSimDevice(workload.device, opts.time_scale)
+        except BaseException:
+            workload.device.close()
+            raise
+        described = {k: v for k, v in workload.info.items() if k != "items"}
+        info = {"device": described.pop("device"), "simulated": True, **workload.device.plant.describe(), **described}
+        return device, None, info
+    from batchsizer.serve.torch_model import TopKRunner, stack_images
 
-            inner = make_table_device(rest, seed=w.seed)
-        elif rest in GPU_NAMES:
-            inner = make_sim_device(
-                rest, w.model, w.dataset, seed=w.seed, sensor=w.sim_sensor, host_scale=opts.sim_host_scale
-            )
-        else:
-            raise ConfigError(
-                "device", f"unknown simulated GPU {w.device!r}; use one of {', '.join('sim:' + g for g in GPU_NAMES)}"
-            )
-        device = RealtimeSimDevice(inner, opts.time_scale)
-        return device, None, {"device": f"sim:{rest}", "simulated": True, **inner.plant.describe()}
-    if kind in ("cpu", "cuda"):
-        from batchsizer.core.workloads import open_workload
-
-        workload = open_workload(w)
-        from batchsizer.serve.torch_model import TopKRunner, stack_images
-
-        device = workload.device
-        device.runner = TopKRunner.from_runner(device.runner, opts.top_k)  # type: ignore[attr-defined]
-        side = int(w.input_size or 224)
-        device.serve_side = side  # type: ignore[attr-defined]
-        return device, stack_images, {**workload.info, "simulated": False}
-    raise ConfigError("device", f"serve runs on sim:*, cpu or cuda[:N], not {w.device!r}")
+    device = workload.device
+    device.runner = TopKRunner.from_runner(device.runner, opts.top_k)  # type: ignore[attr-defined]
+    side = int(w.input_size or 224)
+    device.serve_side = side  # type: ignore[attr-defined]
+    return device, stack_images, {**workload.info, "simulated": False}
 
 
 def open_serving(opts: ServeOptions, observers: list[LoopObserver] | None = None) -> Serving:
@@ -161,6 +174,7 @@ def open_serving(opts: ServeOptions, observers: list[LoopObserver] | None = None
 
 
 def _describe(opts: ServeOptions) -> dict[str, Any]:
+    """Serve's own settings, for the records and the summary."""
     return {
         "slo_ms": opts.slo_s * 1000,
         "max_wait_ms": opts.max_wait_s * 1000,
@@ -294,6 +308,7 @@ class ThreadedServer:
 
     @property
     def engine(self) -> ServingEngine:
+        """The running server's engine (its latency figures, cap, controller), for tests."""
         assert self.serving is not None
         return self.serving.engine
 

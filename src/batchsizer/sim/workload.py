@@ -5,7 +5,8 @@
 (``sim:zeus-<v100|a40>:<network>[@<dataset>]``) serves a measured Zeus table instead, and ignores
 the model and dataset. The items are just indices: the simulator needs no data. ``opts.sim_sensor``
 may pick ``"average"`` (the H100's 1 s nvmlDeviceGetPowerUsage) instead of the default sensor;
-``sensor_update_ms``/``sensor_window_ms``/``sensor_noise_w`` override the sensor's fields.
+``sensor_update_ms``/``sensor_window_ms``/``sensor_noise_w`` override the sensor's fields, and
+``sim_host_scale`` scales the host phase (``serve``'s, whose request handlers decode the images).
 ``table:PATH.csv[:SELECTOR]`` (:func:`open_table_workload`) plays any measured table (docs/tables.md),
 with ``opts.table_idle_w``/``opts.table_host_ms`` and ``opts.read_only``.
 """
@@ -70,7 +71,7 @@ def open_sim_workload(opts: WorkloadOptions) -> Workload:
     from batchsizer.sim.gpus import get_gpu, sensor_for
 
     sensor = override_sensor(sensor_for(get_gpu(rest), opts.sim_sensor), **sensor_overrides(opts))
-    device = make_sim_device(rest, opts.model, opts.dataset, seed=opts.seed, sensor=sensor)
+    device = make_sim_device(rest, opts.model, opts.dataset, seed=opts.seed, sensor=sensor, host_scale=opts.sim_host_scale)
     plant = device.plant
     info = {
         "device": f"sim:{rest}",

@@ -117,6 +117,9 @@ def command(**kw: Any) -> None:
         raise ConfigError("controller", f"unknown controller {kw['controller']!r}; choose one of {', '.join(sorted(CONTROLLERS))}")
     if kw["resume"] and kw["save_outputs"] is None:
         raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the fleet job to continue")
+    if kw["local"] and kw["address"] is not None:  # --local runs no Ray: the address would be ignored
+        raise ConfigError("address", "joins a running Ray cluster; with --local the workers run in this process, so "
+                          "give one of --address and --local")
     if kw["plot_dir"] is not None and kw["records"] is None:
         raise ConfigError("plot", "draws from the records: give --records DIR too")
     names = [s.name or f"{s.gpu}-{i}" for i, s in enumerate(specs)]

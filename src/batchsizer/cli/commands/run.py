@@ -13,12 +13,12 @@ from batchsizer.cli.option_check import check_options_used, option_flags
 from batchsizer.cli.options import (
     REAL_KINDS,
     cap_options,
+    check_workload,
     controller_options,
     given_options,
     make_cap_source,
     path_option,
     warn,
-    workload_from,
     workload_options,
 )
 from batchsizer.cli.run_options import RunOptions
@@ -113,15 +113,12 @@ def command(**kw: Any) -> None:
 
 def run_job(o: RunOptions) -> None:
     """The job ``o`` asks for: every option checked before a device is opened, then run to the end."""
-    # an option given that neither the device nor the controller reads: an error for device options,
-    # a warning (shown once every value is checked) for controller options
-    unused = check_options_used(o.given, o.device, o.controller, option_flags(command))
-    opts = workload_from(o.workload_fields(), o.given)
+    # an option given that neither the device nor the controller reads: an error for device options
+    # (--power-limit and --cap-from-gpu among them), a warning (shown once every value is checked) for
+    # controller options
+    unused = check_options_used(o.given, o.workload.device, o.controller, option_flags(command))
+    opts = check_workload(o.workload, o.given)
     caps = make_cap_source(o.cap, o.cap_schedule, o.cap_file, DEFAULT_CAP_W, from_gpu=o.cap_from_gpu)
-    if o.cap_from_gpu and device_kind(o.device) != "cuda":
-        raise ConfigError(
-            "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {o.device!r}"
-        )
     window = Window(batches=o.window_batches, seconds=o.window_seconds)
     cap_rule = CapRule.parse(o.cap_rule)
     choices = o.controller_choices()  # checked before a device is opened
@@ -138,8 +135,8 @@ def run_job(o: RunOptions) -> None:
     for line in unused:  # every value checked: now what will not be used
         warn(line)
     human_err = is_stdout(o.records) or is_stdout(o.json_path)  # stdout carries the data
-    if device_kind(o.device) in REAL_KINDS and not o.quiet:
-        click.echo(f"loading {o.model} on {o.device}…", err=True)  # seconds before the first batch
+    if device_kind(o.workload.device) in REAL_KINDS and not o.quiet:
+        click.echo(f"loading {opts.model} on {o.workload.device}…", err=True)  # seconds before the first batch
     workload = open_workload(opts)
     try:  # whatever fails from here until the job runs closes the device (and puts back its settings)
         caps, unmetered, controller = _setup(o, workload, caps, choices)
@@ -185,7 +182,7 @@ def run_job(o: RunOptions) -> None:
 def _check_meter_first(o: RunOptions) -> None:
     """On a CPU, whether RAPL can be read, before the model loads: a controller that needs power
     readings cannot run without it, and that should not take a model load to find out."""
-    if device_kind(o.device) != "cpu":
+    if device_kind(o.workload.device) != "cpu":
         return
     from batchsizer.hw.rapl import rapl_status
     from batchsizer.hw.torch_device import NoMeter, uncapped_note
@@ -222,10 +219,10 @@ def _setup(
         unmetered = uncapped_note(device.meter, cap_given=o.cap_given, controller=o.controller)
         caps = Uncapped()
     controller = make_controller(o.controller, device.knobs, **choices)
-    if device_kind(o.device) == "cuda" and device.knobs.has_clocks and controller.moves_clock:
+    if device_kind(o.workload.device) == "cuda" and device.knobs.has_clocks and controller.moves_clock:
         # a real card's clock will be locked while the job runs: say so before it happens
         click.echo(
-            f"note: {o.controller} may lock {o.device}'s SM clock while it runs (put back when the job "
+            f"note: {o.controller} may lock {o.workload.device}'s SM clock while it runs (put back when the job "
             "ends); --read-only leaves the card's settings alone",
             err=True,
         )
@@ -248,7 +245,7 @@ def _observers(
     if o.power_limit is not None:
         limit = o.power_limit if limit is None else min(limit, o.power_limit)
     if limit is not None:
-        observers.append(_CapAboveLimit(caps, limit, o.device))
+        observers.append(_CapAboveLimit(caps, limit, o.workload.device))
     report = getattr(workload.prepare, "report", None)  # skipped unreadable images -> the summary
     if callable(report):
         observers.append(report())
@@ -266,7 +263,7 @@ def _observers(
         )
         observers.append(recorder)
     if o.save_outputs is not None:
-        placeholder = device_kind(o.device) in PLACEHOLDER_KINDS
+        placeholder = device_kind(o.workload.device) in PLACEHOLDER_KINDS
         skipped = getattr(workload.prepare, "skipped", None)
         observers.append(OutputWriter(o.save_outputs, identity, start, placeholder=placeholder, skipped=skipped))
     if isinstance(caps, CapFile):  # rejected content: an event, on the terminal and in the records

@@ -15,10 +15,9 @@ from batchsizer.cli.options import (
     make_cap_source,
     make_workload_options,
     path_option,
-    workload_options,
+    serve_workload_options,
 )
 from batchsizer.core.loop import Window
-from batchsizer.core.workloads import device_kind
 from batchsizer.errors import ConfigError
 from batchsizer.policies.base import check_alpha
 
@@ -26,7 +25,7 @@ DEFAULT_CAP_W = 200.0
 
 
 @click.command()
-@workload_options
+@serve_workload_options
 @cap_options
 @controller_options
 @click.option("--slo-ms", type=float, default=100.0, help="Latency SLO (p99 target) in milliseconds.")
@@ -50,14 +49,14 @@ DEFAULT_CAP_W = 200.0
     "--time-scale",
     type=float,
     default=1.0,
-    help="Simulated devices: real seconds per simulated second (0.5 runs the simulated GPU twice as fast; "
+    help="Simulated and table devices: real seconds per simulated second (0.5 runs the simulated GPU twice as fast; "
     "times the server reports stay simulated).",
 )
 @click.option(
     "--sim-host-scale",
     type=float,
     default=0.1,
-    help="Simulated devices: host-side cost per batch relative to the paper's CPU-bound pipeline (the "
+    help="Simulated GPUs: host-side cost per batch relative to the paper's CPU-bound pipeline (the "
     "server decodes images in its request handlers, so a tenth by default).",
 )
 @click.option("--window", "window_batches", type=int, default=10, help="Decide after this many batches.")
@@ -69,20 +68,18 @@ def command(**kw: Any) -> None:
     """Serve image classification over HTTP under a power cap and a latency SLO.
 
     POST /v1/classify (a JPEG or PNG body, or JSON {"image": base64}); GET /healthz, /readyz,
-    /metrics (Prometheus), GET/PUT /v1/cap. On sim:* devices the simulated batch time is really
-    waited, so it runs without a GPU (the classes it returns are then pseudo-classes, marked
+    /metrics (Prometheus), GET/PUT /v1/cap. On sim:* and table: devices the simulated batch time is
+    really waited, so it runs without a GPU (the classes it returns are then pseudo-classes, marked
     "simulated": true). SIGINT/SIGTERM stop accepting, answer what is queued, write --records and
     --json, and exit 0.
     """
-    from batchsizer.serve.server import ServeOptions, run_server
+    from batchsizer.serve.server import ServeOptions, run_server, serve_kind
 
-    kw.setdefault("items", 1)
-    opts = make_workload_options(**{**kw, "items": 1})
+    # every option given that the device does not read (--sensor-* on cuda, --time-scale on a real
+    # device, --cap-from-gpu off NVIDIA, ...) is refused here, as run refuses it
+    opts = make_workload_options(**kw)
+    serve_kind(opts.device)
     caps = make_cap_source(kw["cap"], kw["cap_schedule"], kw["cap_file"], DEFAULT_CAP_W, from_gpu=kw["cap_from_gpu"])
-    if kw["cap_from_gpu"] and device_kind(kw["device"]) != "cuda":
-        raise ConfigError(
-            "cap-from-gpu", f"follows an NVIDIA GPU's power limit; give --device cuda[:N], not {kw['device']!r}"
-        )
     choices = controller_kwargs(**kw)
     check_alpha(choices["alpha"])
     window = Window(batches=kw["window_batches"], seconds=kw["window_seconds"])
