@@ -288,9 +288,10 @@ class SafeModel:
         return PRIOR_GROWTH
 
     def own_exponents(self, level: float) -> SizeGrowth | None:
-        """How power changed with batch size between the sizes measured at ``level`` (log-log slopes of
-        pairs at least SLOPE_MIN_RATIO apart; a fall within the noise does not count); None where no
-        such pair is measured there."""
+        """How power changed with batch size between the sizes measured at ``level``: the steepest
+        log-log rise and fall over pairs at least SLOPE_MIN_RATIO apart (a fall within the noise does
+        not count), times SLOPE_SAFETY, and the span they were learned over; None where no such pair
+        is measured there."""
         ups: list[float] = []
         downs: list[float] = []
         believed = self.peaks()
