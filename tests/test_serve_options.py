@@ -175,3 +175,13 @@ def test_the_serve_summary_describes_the_sensor_it_ran(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "s.json").read_text())
     assert s.summary is not None and doc["workload"]["sensor"] == "instantaneous, overridden"
     assert doc["workload"]["seed"] == 0 and doc["workload"]["host_scale"] == 0.1
+
+
+def test_a_controller_option_the_controller_ignores_is_named_in_one_warning(captured: list[ServeOptions]) -> None:
+    """As run warns: --alpha means nothing to adaptive; --sizes is serve's own (the batcher's sizes)."""
+    r = CliRunner().invoke(cli, ["serve", "--port", "0", "--alpha", "0.7", "--sizes", "1,8,64"])
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --alpha is not used by the adaptive controller (it reads --initial, --sizes); leave it out"]
+    quiet = CliRunner().invoke(cli, ["serve", "--port", "0", "--controller", "static", "--sizes", "1,8"])
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.stderr

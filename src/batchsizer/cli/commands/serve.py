@@ -8,14 +8,17 @@ from typing import Any
 
 import click
 
+from batchsizer.cli.option_check import check_options_used, option_flags
 from batchsizer.cli.options import (
     cap_options,
     controller_kwargs,
     controller_options,
+    given_options,
     make_cap_source,
     make_workload_options,
     path_option,
     serve_workload_options,
+    warn,
 )
 from batchsizer.core.loop import Window
 from batchsizer.errors import ConfigError
@@ -97,6 +100,13 @@ def command(**kw: Any) -> None:
     token = None
     if kw["control_token_file"] is not None:
         token = read_token(kw["control_token_file"])
+    # a controller option the chosen controller ignores: the same one-line warning as run's (--sizes
+    # is not among them: serve's batcher uses it as its batch sizes whatever the controller)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        given = given_options(ctx) - {"sizes"}
+        for line in check_options_used(given, kw["device"], kw["controller"], option_flags(ctx.command)):
+            warn(line)
     sock = bind(kw["host"], kw["port"])
     serve = ServeOptions(
         workload=opts,
