@@ -133,9 +133,11 @@ class Adaptive(Controller):
         return self.levels[-1]
 
     def initial(self) -> Setting:
+        """The starting setting: the initial size at the highest knob level."""
         return self._setting()
 
     def describe(self) -> dict[str, Any]:
+        """The configuration for the job's records: sizes, knob and its levels, the saturation gate."""
         return {
             "name": self.name,
             "sizes": _compact(self.sizes),
@@ -176,6 +178,7 @@ class Adaptive(Controller):
     # -- deciding ----------------------------------------------------------------------------------
 
     def decide(self, obs: Observation) -> Decision:
+        """Learn from the period, then choose the next setting (or stay to get a clean reading)."""
         if not obs.valid or obs.batches == 0:
             return Decision(self._setting(), "no-reading")
         if obs.update_period_s is not None and math.isfinite(obs.update_period_s):

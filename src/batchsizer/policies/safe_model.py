@@ -106,12 +106,14 @@ class RelativeSpread:
     n: int = 0
 
     def add(self, value: float, reference: float) -> None:
+        """One reading ``value`` of a setting whose average is ``reference``."""
         rel = value / reference - 1
         self.sum2 += rel * rel
         self.n += 1
 
     @property
     def sd(self) -> float:
+        """The relative standard deviation (0 before any reading)."""
         return math.sqrt(self.sum2 / self.n) if self.n else 0.0
 
 
@@ -132,14 +134,17 @@ class SettingStats:
 
     @property
     def measured(self) -> bool:
+        """Whether the setting has a clean reading of its own (a lower bound alone is not one)."""
         return bool(self.peaks)
 
     @property
     def batch_s(self) -> float:
+        """Mean time per batch (s) over the newest KEEP periods; NaN before any."""
         return float(np.mean(self.times[-KEEP:])) if self.times else math.nan
 
     @property
     def mean_w(self) -> float:
+        """Mean power (W) over the newest KEEP periods; NaN before any."""
         return float(np.mean(self.means[-KEEP:])) if self.means else math.nan
 
 
@@ -224,6 +229,8 @@ class SafeModel:
         return Z_SIGMAS * self.noise_after(len(st.peaks) if st else 1)
 
     def add_lower_bound(self, size: int, level: float, watts: float) -> None:
+        """The setting drew at least ``watts`` (a reading mixed with a setting before it that was under
+        the cap): its believed peak is never below that."""
         st = self.stats.setdefault((size, level), SettingStats())
         st.at_least_w = max(st.at_least_w, watts)
 
@@ -264,6 +271,7 @@ class SafeModel:
         return out
 
     def measured(self) -> list[tuple[int, float, SettingStats]]:
+        """(size, level, stats) of every setting with a reading or a lower bound."""
         return [(b, k, st) for (b, k), st in self.stats.items() if st.measured or st.at_least_w > 0]
 
     def exponents(self, level: float) -> SizeGrowth:
@@ -280,6 +288,10 @@ class SafeModel:
         return PRIOR_GROWTH
 
     def own_exponents(self, level: float) -> SizeGrowth | None:
+        """How power changed with batch size between the sizes measured at ``level``: the steepest
+        log-log rise and fall over pairs at least SLOPE_MIN_RATIO apart (a fall within the noise does
+        not count), times SLOPE_SAFETY, and the span they were learned over; None where no such pair
+        is measured there."""
         ups: list[float] = []
         downs: list[float] = []
         believed = self.peaks()
