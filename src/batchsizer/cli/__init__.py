@@ -98,4 +98,5 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def main() -> None:
+    """The ``batchsizer`` console script; its exit codes are in the help's epilog."""
     cli(prog_name="batchsizer")

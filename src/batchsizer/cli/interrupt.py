@@ -52,6 +52,7 @@ class StopOnSignal:
 
     @property
     def reason(self) -> str | None:
+        """The name of the signal that stopped the job (``SIGINT``, ``SIGTERM``); None when none came."""
         return signal.Signals(self.received).name if self.received is not None else None
 
     @property

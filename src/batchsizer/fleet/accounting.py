@@ -61,6 +61,7 @@ class BudgetAccount:
         self.last_worker_mean_w: dict[str, float] = {}
 
     def worker(self, name: str, initial_w: float) -> None:
+        """Count worker ``name`` in the sum, at ``initial_w`` W until its first reading; a repeat call is ignored."""
         self.steps.setdefault(name, _Steps(initial_w))
 
     def tick(
@@ -113,9 +114,11 @@ class BudgetAccount:
 
     @property
     def over_fraction(self) -> float:
+        """The share of the accounted time spent over the budget (0 before any tick)."""
         return self.over_s / self.total_s if self.total_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, float]:
+        """Totals for the fleet's summary: time over budget (share, s), worst overshoot, peak sum (W), energy (J)."""
         return {
             "over_budget_fraction": self.over_fraction,
             "over_budget_s": self.over_s,

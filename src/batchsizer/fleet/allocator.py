@@ -68,6 +68,7 @@ class Allocation:
 
     @property
     def total_w(self) -> float:
+        """The sum of the caps (W)."""
         return sum(self.caps.values())
 
 

@@ -35,9 +35,12 @@ class LocalBackend:
         self.dead: set[int] = set()
 
     def start(self, cfg: WorkerConfig, cap_w: float) -> Any:
+        """A worker made here, under ``cap_w`` W (None: its lowest cap); the handle is the :class:`FleetWorker`."""
         return FleetWorker(cfg, cap_w)
 
     def call(self, handle: Any, method: str, *args: Any) -> Any:
+        """Run ``handle.method(*args)`` now and return its result; a killed worker, or a call that raises, gives
+        :class:`WorkerLost` instead."""
         if id(handle) in self.dead:
             return WorkerLost(handle.cfg.name, "killed")
         try:
@@ -46,14 +49,17 @@ class LocalBackend:
             return WorkerLost(handle.cfg.name, f"{type(exc).__name__}: {exc}")
 
     def gather(self, pending: Sequence[Any]) -> list[Any]:
+        """The results as they are: each call already ran in :meth:`call`."""
         return list(pending)
 
     def kill(self, handle: Any) -> None:
+        """Mark the worker dead (every later call gives :class:`WorkerLost`) and end its loop thread."""
         self.dead.add(id(handle))
         with contextlib.suppress(Exception):
             handle.finish()  # its loop thread ends; nothing it did after its last report is kept
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Nothing to release: no process or cluster was started."""
 
 
 #: the Ray object store for a local fleet (bytes): reports are small
@@ -94,12 +100,16 @@ class RayBackend:
         self._actor = ray.remote(num_cpus=0, max_restarts=0)(FleetWorker)
 
     def start(self, cfg: WorkerConfig, cap_w: float) -> Any:
+        """A new actor for the worker (no CPU reserved, never restarted), under ``cap_w`` W (None: its lowest cap)."""
         return self._actor.options(name=None).remote(cfg, cap_w)
 
     def call(self, handle: Any, method: str, *args: Any) -> Any:
+        """Start ``method`` on the actor without waiting; returns (handle, object ref) for :meth:`gather`."""
         return (handle, getattr(handle, method).remote(*args))
 
     def gather(self, pending: Sequence[Any]) -> list[Any]:
+        """Wait for each pending call, in order; a dead actor or a call that raised gives :class:`WorkerLost` (named
+        ``?``: the caller knows whose by its place). Other Ray errors propagate."""
         ray = self.ray
         out: list[Any] = []
         for item in pending:
@@ -116,8 +126,11 @@ class RayBackend:
         return out
 
     def kill(self, handle: Any) -> None:
+        """End the actor at once, as a crash would (no restart)."""
         self.ray.kill(handle, no_restart=True)
 
     def close(self) -> None:
+        """Shut down the Ray it initialised (a local one stops; a joined cluster only loses this driver); a Ray that
+        was already initialised in this process is left as it was."""
         if self.started:
             self.ray.shutdown()

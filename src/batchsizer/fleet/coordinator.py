@@ -98,13 +98,19 @@ FLOOR_MARGIN = 1.03
 class FleetObserver:
     """Hooks for what watches a fleet (records, the live view, tests). All optional."""
 
-    def on_allocation(self, t: float, alloc: Allocation, applied: dict[str, float], pending: dict[str, float]) -> None: ...
+    def on_allocation(self, t: float, alloc: Allocation, applied: dict[str, float], pending: dict[str, float]) -> None:
+        """A split applied at ``t``: ``applied`` the caps lowered at once, ``pending`` the raises waiting until the
+        lowered workers confirm (W)."""
 
-    def on_tick(self, t: float, fields: dict[str, Any]) -> None: ...
+    def on_tick(self, t: float, fields: dict[str, Any]) -> None:
+        """A tick ended at ``t``; ``fields``: budget, caps, power sums (W), seconds over, items committed, statuses."""
 
-    def on_commit(self, worker: str, job: str, ids: tuple[int, ...]) -> None: ...
+    def on_commit(self, worker: str, job: str, ids: tuple[int, ...]) -> None:
+        """Items ``ids`` of ``job``, finished by ``worker``, are committed (each exactly once)."""
 
-    def on_event(self, t: float, kind: str, message: str, **fields: Any) -> None: ...
+    def on_event(self, t: float, kind: str, message: str, **fields: Any) -> None:
+        """Something happened at ``t``: ``kind`` (``budget``, ``worker-lost``, ``kill``, ``sensor-failed``, ...), a
+        sentence, and fields such as ``worker``."""
 
 
 class Fleet:
@@ -182,6 +188,7 @@ class Fleet:
 
     @property
     def live(self) -> list[_Member]:
+        """The workers still running (neither finished nor lost)."""
         return [m for m in self.members if m.status == "running"]
 
     # -- allocation -----------------------------------------------------------------------------
@@ -357,6 +364,8 @@ class Fleet:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Run the job to its end (every item done, every worker lost, or ``duration_s`` reached) and return its
+        summary; ConfigError if a worker cannot start."""
         o = self.options
         self._budget_w = self.budget.cap_at(0.0)
         start_cap = {}

@@ -92,6 +92,7 @@ class ChunkQueue:
 
     @property
     def remaining_items(self) -> int:
+        """Items not yet committed: waiting, leased, or not yet cut into chunks."""
         return (
             sum(len(c) for c in self.waiting)
             + sum(len(c) for cs in self.leased.values() for c in cs)
@@ -105,6 +106,7 @@ class ChunkQueue:
 
     @property
     def done(self) -> bool:
+        """Every item committed: nothing waiting and nothing leased."""
         return self.exhausted and not any(self.leased.values())
 
     def lease(self, worker: str, items: int) -> list[Chunk]:

@@ -31,16 +31,20 @@ class FleetRecorder(FleetObserver):
         self.writer.write("fleet", **info)
 
     def on_allocation(self, t: float, alloc: Allocation, applied: dict[str, float], pending: dict[str, float]) -> None:
+        """An ``allocation`` line: the split and its prediction, the caps lowered now, the raises still waiting (W)."""
         self.writer.write("allocation", t=t, budget_w=alloc.budget_w, caps=alloc.caps, note=alloc.note,
                           lowered=applied, raise_pending=pending, predicted=alloc.predicted)  # fmt: skip
 
     def on_tick(self, t: float, fields: dict[str, Any]) -> None:
+        """A ``tick`` line with the coordinator's fields (budget, caps, power sums, items committed)."""
         self.writer.write("tick", t=t, **fields)
 
     def on_event(self, t: float, kind: str, message: str, **fields: Any) -> None:
+        """An ``event`` line (budget change, worker lost or killed, sensor failed or back, budget too low)."""
         self.writer.write("event", t=t, kind=kind, message=message, **fields)
 
     def close(self, summary: dict[str, Any]) -> None:
+        """Write the ``summary`` line, less its per-worker part (``workers``), and close the file."""
         self.writer.write("summary", **{k: v for k, v in summary.items() if k != "workers"})
         self.writer.close()
 
@@ -53,6 +57,7 @@ class FleetPrinter(FleetObserver):
         self._next = every_s
 
     def on_tick(self, t: float, fields: dict[str, Any]) -> None:
+        """Print a line once ``every_s`` of virtual time has passed since the last one."""
         if t + 1e-9 < self._next:
             return
         self._next = t + self.every_s
@@ -63,6 +68,7 @@ class FleetPrinter(FleetObserver):
         )
 
     def on_event(self, t: float, kind: str, message: str, **fields: Any) -> None:
+        """Print every event as it happens."""
         click.echo(f"t={t:7.1f} s  {kind}: {message}")
 
 
@@ -83,6 +89,7 @@ class FleetOutputs(FleetObserver):
             self._file.flush()
 
     def on_commit(self, worker: str, job: str, ids: tuple[int, ...]) -> None:
+        """One line per committed item (a placeholder output: simulated GPUs compute none), written at once, flushed."""
         model, _, dataset = job.partition("@")
         ident = {"model": model, "dataset": dataset, "seed": self.identity.get("seed")}
         lines = [json.dumps({"id": i, "job": job, "output": placeholder_output(ident, i), "worker": worker}) for i in ids]
@@ -90,6 +97,7 @@ class FleetOutputs(FleetObserver):
         self._file.flush()
 
     def close(self) -> None:
+        """Flush, fsync and close the file; a second call does nothing."""
         if not self._file.closed:
             self._file.flush()
             os.fsync(self._file.fileno())

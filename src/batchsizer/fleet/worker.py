@@ -74,6 +74,7 @@ class AllocatedCap:
         self.watts = float(watts)
 
     def cap_at(self, elapsed: float) -> float:
+        """The cap now (W), whatever ``elapsed``: the coordinator moves it, not time."""
         return self.watts
 
     def __repr__(self) -> str:
@@ -152,6 +153,7 @@ class FleetWorker:
 
     # -- what the coordinator calls -----------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        """Fixed facts: name, GPU, model, dataset, weight; cap range, board limit, idle power (W); sensor period (s)."""
         return {
             "name": self.cfg.name,
             "gpu": self.cfg.gpu,

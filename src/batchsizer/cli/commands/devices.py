@@ -35,6 +35,7 @@ def list_gpus() -> tuple[list[dict[str, Any]], str | None, str | None]:
 
 
 def list_rapl(root: Path | None = None) -> dict[str, Any]:
+    """The CPU's RAPL domains under ``root`` (None: the powercap folder), whether they can be read, and if not, why."""
     from batchsizer.hw.rapl import POWERCAP, rapl_status
 
     domains, problem = rapl_status(root or POWERCAP)

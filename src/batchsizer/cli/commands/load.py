@@ -12,6 +12,7 @@ from batchsizer.errors import ConfigError
 
 
 def parse_rates(text: str) -> list[float]:
+    """``"20,50,100"`` -> [20.0, 50.0, 100.0] (requests/s); ConfigError if empty, not numbers or outside (0, 100000]."""
     try:
         rates = [float(p) for p in text.split(",") if p.strip()]
     except ValueError:

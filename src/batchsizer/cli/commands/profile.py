@@ -250,17 +250,23 @@ class ProfileProgress:
         self._progress.stop()
 
     def point(self, size: int, clock: int | None) -> None:
+        """Name the point now measured (batch size, and clock when swept) on the bar."""
         at = "" if clock is None else f" at {clock} MHz"
         self._progress.update(self._task, description=f"batch size {size}{at}")
 
     def advance(self, items: int) -> None:
+        """Move the bar on by ``items`` run (warm-up batches included)."""
         self._progress.advance(self._task, items)
 
     def echo(self, line: str) -> None:
+        """Print ``line`` above the bar, as is (no rich markup)."""
         self._progress.console.print(line, markup=False, highlight=False)
 
 
 def parse_clocks(text: str | None, levels: Sequence[int], withheld: str | None = None) -> list[int | None]:
+    """The clocks to sweep (MHz): [None] (the device's own) when ``--clocks`` is not given, every level for ``all``,
+    else those listed; ConfigError if the device has no settable clocks (``withheld`` says why) or one is not among
+    its levels."""
     if text is None or text.strip() == "":
         return [None]
     if not levels:
@@ -275,6 +281,7 @@ def parse_clocks(text: str | None, levels: Sequence[int], withheld: str | None =
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The rows as CSV (``FIELDS``): to standard output for ``-``, else replacing ``path`` whole (via ``path.tmp``)."""
     if is_stdout(path):
         writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
