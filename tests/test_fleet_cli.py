@@ -72,3 +72,30 @@ def test_bad_input_is_one_line(args, field) -> None:
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1].startswith(f"error: {field}:"), r.output
+
+
+def test_a_job_that_fails_leaves_its_records_closed_and_without_a_summary(tmp_path, monkeypatch) -> None:
+    """An error in the run (here a worker that cannot start): the records written so far stay, the
+    file is closed, and no summary line claims the job ended."""
+    from batchsizer.errors import ConfigError
+    from batchsizer.fleet import coordinator
+    from batchsizer.fleet.records import FleetRecorder
+
+    def fail(self):
+        raise ConfigError("fleet", "worker w0 could not start: test")
+
+    made: list[FleetRecorder] = []
+    real_init = FleetRecorder.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(coordinator.Fleet, "run", fail)
+    monkeypatch.setattr(FleetRecorder, "__init__", init)
+    rec = tmp_path / "rec"
+    r = CliRunner().invoke(cli, BASE + ["--items", "100", "--records", str(rec)])
+    assert r.exit_code == 2 and "could not start" in r.stderr, r.output
+    lines = [json.loads(x) for x in (rec / "fleet.jsonl").read_text().splitlines()]
+    assert lines and all(x["type"] != "summary" for x in lines)
+    assert made and made[0].writer._file.closed

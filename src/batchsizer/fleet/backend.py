@@ -34,7 +34,7 @@ class LocalBackend:
     def __init__(self) -> None:
         self.dead: set[int] = set()
 
-    def start(self, cfg: WorkerConfig, cap_w: float) -> Any:
+    def start(self, cfg: WorkerConfig, cap_w: float | None) -> Any:
         """A worker made here, under ``cap_w`` W (None: its lowest cap); the handle is the :class:`FleetWorker`."""
         return FleetWorker(cfg, cap_w)
 
@@ -99,7 +99,7 @@ class RayBackend:
             self.started = True
         self._actor = ray.remote(num_cpus=0, max_restarts=0)(FleetWorker)
 
-    def start(self, cfg: WorkerConfig, cap_w: float) -> Any:
+    def start(self, cfg: WorkerConfig, cap_w: float | None) -> Any:
         """A new actor for the worker (no CPU reserved, never restarted), under ``cap_w`` W (None: its lowest cap)."""
         return self._actor.options(name=None).remote(cfg, cap_w)
 

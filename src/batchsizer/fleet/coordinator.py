@@ -368,9 +368,6 @@ class Fleet:
         summary; ConfigError if a worker cannot start."""
         o = self.options
         self._budget_w = self.budget.cap_at(0.0)
-        start_cap = {}
-        for cfg in self.configs:
-            start_cap[cfg.name] = 0.0
         handles = [self.backend.start(cfg, None) for cfg in self.configs]
         infos = self.backend.gather([self.backend.call(h, "info") for h in handles])
         for cfg, h, info in zip(self.configs, handles, infos):

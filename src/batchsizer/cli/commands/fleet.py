@@ -178,12 +178,15 @@ def command(**kw: Any) -> None:
         from batchsizer.fleet.backend import RayBackend
 
         backend = RayBackend(kw["address"])
+    summary = None
     try:
         summary = Fleet(configs, budget, jobs, options, backend, observers, done=done).run()
     finally:
         backend.close()
         if outputs is not None:
             outputs.close()
+        if recorder is not None and summary is None:  # the job failed: what was recorded stays, closed
+            recorder.writer.close()
     summary["resumed_items"] = sum(len(v) for v in done.values())
     if recorder is not None:
         recorder.close(summary)
