@@ -349,3 +349,26 @@ def test_the_largest_size_a_servers_latency_limit_lets_run_is_not_exceeded() -> 
     sizes = _serve(Adaptive(), 300.0, 30, batch_time_limit_s=math.inf, latency_size_limit=8)
     assert max(s.batch_size for s in sizes) == 8
     assert max(s.batch_size for s in _serve(Adaptive(), 300.0, 30)) > 8
+
+
+def test_with_nothing_under_the_cap_the_fallback_keeps_off_settings_that_cannot_run() -> None:
+    """Cap out of reach, batches over 0.05 s cut by the server (or sizes over 4 by the memory): the
+    lowest-power fallback must not walk through the settings it just ruled out (each one unmeasured,
+    so each once looked like the lowest), but go to the bottom setting and stay."""
+    knobs = DeviceKnobs(clock_levels_mhz=(500, 1000, 1500), default_clock_mhz=1500)
+
+    def ok(s: Setting) -> bool:
+        return s.batch_size == 1 or _memory_bound_time(s.batch_size, float(s.clock_mhz or 1500)) <= 0.05
+
+    seen = _serve(Adaptive(sizes=range(1, 33), knobs=knobs), 40.0, 25, batch_time_limit_s=0.05)
+    assert all(ok(s) for s in seen[1:]), [(s.batch_size, s.clock_mhz) for s in seen if not ok(s)]
+    assert seen[-1].batch_size == 1
+    from dataclasses import replace
+
+    ctrl = Adaptive(sizes=range(1, 33), knobs=knobs)
+    setting = ctrl.initial()
+    tried = []
+    for i in range(25):
+        setting = ctrl.decide(replace(obs(setting, 40.0, peak_concave, _memory_bound_time, i), size_limit=4)).setting
+        tried.append(setting.batch_size)
+    assert max(tried[1:]) <= 4, tried

@@ -90,7 +90,7 @@ class Adaptive(Controller):
         self._coverage = 1.0
         self._max_size = self.sizes[-1]
         self._time_limit: float | None = None  # the longest a batch may take (a server's latency bound)
-        self._latency_sizes: dict[float, int] = {}  # per knob level, the largest size that bound lets run
+        self._latency_sizes: dict[float, int] = {}  # per knob level, the largest size that bound let run
         #: the last period read over its cap (a mixed reading after it proves nothing of the next setting)
         self._last_over = False
         self.changes = 0
@@ -113,6 +113,7 @@ class Adaptive(Controller):
         """The device refused a clock: go on with the batch size alone, learning afresh."""
         self._set_knobs(DeviceKnobs())
         self.level = self.levels[-1]
+        self._latency_sizes = {}
 
     # -- settings ----------------------------------------------------------------------------------
 
@@ -216,6 +217,7 @@ class Adaptive(Controller):
         bound = m.bound_w(self._grid_k, self._grid_b)
         power, time = self._predictions()
         too_big = self._grid_b > self._max_size  # known not to fit in the device's memory
+        slow = np.zeros(self._grid_b.shape, bool)  # batches the source's latency bound would cut
         bound = np.where(too_big, np.inf, bound)
         power = np.where(too_big, np.inf, power)
         speed = self._grid_b / time
@@ -255,6 +257,7 @@ class Adaptive(Controller):
             # and running it again confirms (or not) a reading below what smaller sizes drew
             est = np.where(np.isfinite(raw), raw, power)
             est = np.where(np.isfinite(est), est, 0.0) + 1e-9 * self._grid_b + 1e-12 * self._grid_k
+            est = np.where(too_big | slow, np.inf, est)  # not a setting that can run as chosen
             i = int(np.argmin(est))
             if measured[i] and raw[i] > cap_w:
                 j = self._seek_lowest(i, measured, own, raw, speed, cap_w, margin)
