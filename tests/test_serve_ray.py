@@ -40,6 +40,9 @@ def _stop_driver_router_loop() -> None:
     for thread in threading.enumerate():
         if thread.name.endswith("(_run_router_event_loop)"):
             thread.join(timeout=10)
+    if not loop.is_running():
+        loop.close()
+        router._asyncio_loop = None  # a later handle call in this process starts a fresh one
 
 
 def test_controller_sets_serve_batch_size_at_run_time(local_ray):

@@ -107,7 +107,11 @@ def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
     from batchsizer.serve.torch_model import TopKRunner, stack_images
 
     device = workload.device
-    device.runner = TopKRunner.from_runner(device.runner, opts.top_k)  # type: ignore[attr-defined]
+    try:
+        device.runner = TopKRunner.from_runner(device.runner, opts.top_k)  # type: ignore[attr-defined]
+    except BaseException:
+        device.close()
+        raise
     side = int(w.input_size or 224)
     device.serve_side = side  # type: ignore[attr-defined]
     return device, stack_images, {**workload.info, "simulated": False}

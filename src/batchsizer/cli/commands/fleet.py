@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +160,7 @@ def command(**kw: Any) -> None:
             if left == 0:
                 click.echo(f"nothing to do: every item is already in {out}")
                 return
-    observers: list[Any] = []
-    outputs = FleetOutputs(kw["save_outputs"], identity, kw["resume"]) if kw["save_outputs"] is not None else None
-    if outputs is not None:
-        observers.append(outputs)
-    recorder = None
-    if records is not None:
-        recorder = FleetRecorder(records / "fleet.jsonl", {"identity": identity, "allocator": kw["allocator"], "budget": repr(budget),
-                                                           "cap_rule": kw["cap_rule"], "resumed": bool(done)})  # fmt: skip
-        observers.append(recorder)
-    if not kw["quiet"]:
-        observers.append(FleetPrinter(kw["period"]))
+    # the backend first: a Ray that cannot be reached or started leaves no outputs or records behind
     if kw["local"]:
         from batchsizer.fleet.backend import LocalBackend
 
@@ -178,15 +169,25 @@ def command(**kw: Any) -> None:
         from batchsizer.fleet.backend import RayBackend
 
         backend = RayBackend(kw["address"])
+    observers: list[Any] = []
     summary = None
-    try:
-        summary = Fleet(configs, budget, jobs, options, backend, observers, done=done).run()
-    finally:
-        backend.close()
+    # each closed at the end whatever happens, one failing to close not keeping the others open
+    with contextlib.ExitStack() as closing:
+        closing.callback(backend.close)
+        outputs = FleetOutputs(kw["save_outputs"], identity, kw["resume"]) if kw["save_outputs"] is not None else None
         if outputs is not None:
-            outputs.close()
-        if recorder is not None and summary is None:  # the job failed: what was recorded stays, closed
-            recorder.writer.close()
+            closing.callback(outputs.close)
+            observers.append(outputs)
+        recorder = None
+        if records is not None:
+            recorder = FleetRecorder(records / "fleet.jsonl", {"identity": identity, "allocator": kw["allocator"], "budget": repr(budget),
+                                                               "cap_rule": kw["cap_rule"], "resumed": bool(done)})  # fmt: skip
+            # the job failed: what was recorded stays, closed, with no summary line
+            closing.callback(lambda: recorder.writer.close() if summary is None else None)
+            observers.append(recorder)
+        if not kw["quiet"]:
+            observers.append(FleetPrinter(kw["period"]))
+        summary = Fleet(configs, budget, jobs, options, backend, observers, done=done).run()
     summary["resumed_items"] = sum(len(v) for v in done.values())
     if recorder is not None:
         recorder.close(summary)
