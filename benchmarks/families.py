@@ -291,8 +291,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     controllers = tuple(c for c in a.controllers.split(",") if c)
     todo = [c for f in fams for c in cases(f, a.split, a.draw_seed, a.per_family, a.items, a.seed)]
+    rows: list[dict[str, Any]] = []
+    # each case's rows as it ends, to JSON Lines beside --json: a run stopped part-way keeps what it did
+    partial = open(a.json + ".partial.jsonl", "w") if a.json else None  # noqa: SIM115
     with ProcessPoolExecutor(a.workers) as ex:
-        rows = [r for rs in ex.map(run_case, [(c, controllers, a.rule) for c in todo]) for r in rs]
+        for i, rs in enumerate(ex.map(run_case, [(c, controllers, a.rule) for c in todo]), 1):
+            rows.extend(rs)
+            print(f"  case {i}/{len(todo)} {rs[0]['family'] if rs else ''} {rs[0]['case'] if rs else ''}", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            if partial is not None:
+                for r in rs:
+                    partial.write(json.dumps(r) + "\n")
+                partial.flush()
+    if partial is not None:
+        partial.close()
     summary = table(rows)
     print(f"split {a.split}, rule {a.rule}, {len(todo)} jobs")
     print(f"{'family':12} {'controller':11} {'runs':>4} {'mean':>6} {'worst':>6} {'over%':>6} {'true%':>6} {'long':>5} {'E>cap J':>8}")
