@@ -153,6 +153,22 @@ def test_adaptive_predicts_settings_it_has_not_run_and_its_measured_frontier_doe
     assert max(p.throughput for p in predicted) > max(measured.values(), default=0.0)
 
 
+def test_a_memory_limit_holds_for_a_coarse_size_list_and_for_the_predicted_frontier() -> None:
+    """Batches over 20 do not fit in memory: with sizes 1, 16, 256 the one-batch step to the next size
+    up (256) must not be tried, and the predicted frontier offers no size the memory does not hold."""
+    from dataclasses import replace
+
+    ctrl = Adaptive(sizes=(1, 16, 256))
+    s = ctrl.initial()
+    asked = []
+    for i in range(20):
+        s = ctrl.decide(replace(obs(Setting(min(s.batch_size, 20), s.clock_mhz), 400.0, period=i), size_limit=20)).setting
+        asked.append(s.batch_size)
+    assert max(asked) <= 16 and asked[-1] == 16, asked
+    predicted = ctrl.frontier([150.0, 230.0, 400.0], predicted=True)
+    assert predicted and all(p.setting.batch_size <= 20 for p in predicted)
+
+
 def test_frontier_and_options() -> None:
     ctrl = Adaptive()
     drive(ctrl, [200.0] * 30)

@@ -216,10 +216,6 @@ class Adaptive(Controller):
         m = self.model
         bound = m.bound_w(self._grid_k, self._grid_b)
         power, time = self._predictions()
-        too_big = self._grid_b > self._max_size  # known not to fit in the device's memory
-        slow = np.zeros(self._grid_b.shape, bool)  # batches the source's latency bound would cut
-        bound = np.where(too_big, np.inf, bound)
-        power = np.where(too_big, np.inf, power)
         speed = self._grid_b / time
         # what is known per setting, filled from the (few) settings measured, not by a pass over the grid
         measured = np.zeros(self._grid_b.shape, bool)
@@ -233,17 +229,12 @@ class Adaptive(Controller):
                 continue
             st = m.stats[key]
             measured[i], own[i], raw[i], margins[i], batch_s[i] = st.measured, value, st.peak_w, m.margin_w(*key), st.batch_s
-        if self._time_limit is not None:
-            # batches slower than the source's latency bound would be cut: such a setting cannot run as
-            # chosen, so it counts as known not to fit (by its time, measured or predicted, and by the
-            # largest size the source let run at that level); the smallest size always can
-            slow = np.where(measured, batch_s, time) > self._time_limit
-            for level, largest in self._latency_sizes.items():
-                slow |= np.isclose(self._grid_k, level) & (self._grid_b > largest)
-            slow &= self._grid_b > self.sizes[0]
-            own = np.where(slow, np.inf, own)
-            power = np.where(slow, np.inf, power)
-            bound = np.where(slow, np.inf, bound)
+        # settings that cannot run as chosen count as known not to fit: sizes the device's memory does
+        # not hold, and batches the source's latency bound would cut
+        cannot = self._cannot_run(measured, batch_s, time)
+        own = np.where(cannot, np.inf, own)
+        power = np.where(cannot, np.inf, power)
+        bound = np.where(cannot, np.inf, bound)
         margin = Z_SIGMAS * m.noise_w
         known_ok = measured & (own + margins <= cap_w)
         if not known_ok.any():
@@ -257,7 +248,7 @@ class Adaptive(Controller):
             # and running it again confirms (or not) a reading below what smaller sizes drew
             est = np.where(np.isfinite(raw), raw, power)
             est = np.where(np.isfinite(est), est, 0.0) + 1e-9 * self._grid_b + 1e-12 * self._grid_k
-            est = np.where(too_big | slow, np.inf, est)  # not a setting that can run as chosen
+            est = np.where(cannot, np.inf, est)
             i = int(np.argmin(est))
             if measured[i] and raw[i] > cap_w:
                 j = self._seek_lowest(i, measured, own, raw, speed, cap_w, margin)
@@ -305,6 +296,18 @@ class Adaptive(Controller):
             if coarse and not measured[j] and not own[j] > cap_w and bound[j] > cap_w and speed[j] > want:
                 return self._at(j) + ("explore-coarse", True)
         return self._at(inc) + ("hold" if self._at(inc) == (self.size, self.level) else "incumbent", False)
+
+    def _cannot_run(self, measured: np.ndarray, batch_s: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """Grid settings that cannot run as chosen: larger than the device's memory holds, or (told a
+        latency bound) batches slower than it, by their time measured or predicted, or larger than the
+        source let run at that level. The smallest size is never ruled out by the bound."""
+        cannot = self._grid_b > self._max_size
+        if self._time_limit is not None:
+            slow = np.where(measured, batch_s, time) > self._time_limit
+            for level, largest in self._latency_sizes.items():
+                slow |= np.isclose(self._grid_k, level) & (self._grid_b > largest)
+            cannot |= slow & (self._grid_b > self.sizes[0])
+        return cannot
 
     def _seek_lowest(
         self, i: int, measured: np.ndarray, own: np.ndarray, raw: np.ndarray, speed: np.ndarray, cap_w: float,
@@ -382,7 +385,7 @@ class Adaptive(Controller):
         out = []
         m = self.model
         if predicted:
-            for cap, b, k, thr, power in m.predicted_best(caps_w):
+            for cap, b, k, thr, power in m.predicted_best(caps_w, self._max_size):
                 out.append(FrontierPoint(cap, self._setting(b, k), thr, thr * m.time_noise, power))
             return out
         believed = m.peaks()

@@ -408,10 +408,13 @@ class SafeModel:
             out_t[part] = time[part] * own[1][edge] / time[edge]
         return out_p, out_t
 
-    def predicted_best(self, caps_w: Sequence[float]) -> list[tuple[float, int, float, float, float]]:
-        """(cap W, size, level, items/s, power W) of the fastest setting whose predicted power plus the
-        margin of a setting not yet measured fits under each cap; a cap nothing fits under is left out.
-        Advice for a budget allocator about caps the controller has not run at, not a safety bound."""
+    def predicted_best(
+        self, caps_w: Sequence[float], max_size: float = math.inf
+    ) -> list[tuple[float, int, float, float, float]]:
+        """(cap W, size, level, items/s, power W) of the fastest setting of at most ``max_size`` (what
+        the device's memory holds) whose predicted power plus the margin of a setting not yet measured
+        fits under each cap; a cap nothing fits under is left out. Advice for a budget allocator about
+        caps the controller has not run at, not a safety bound."""
         margin = self.margin_w(-1, -1.0)
         rows = []
         for level in self.levels:
@@ -419,7 +422,7 @@ class SafeModel:
             if got is None:
                 continue
             for size, power, time in zip(self.sizes, *got):
-                if math.isfinite(power) and math.isfinite(time) and time > 0:
+                if size <= max_size and math.isfinite(power) and math.isfinite(time) and time > 0:
                     rows.append((float(power) + margin, size / float(time), int(size), level))
         out = []
         for cap in caps_w:
