@@ -21,10 +21,15 @@ TABLES = "table devices (table:PATH.csv, sim:zeus-...)"
 SENSOR = {"sensor_update_ms": 250.0, "sensor_window_ms": 40.0, "sensor_noise_w": 3.0}
 
 
-def write_table(path: Path) -> Path:
-    """A measured table (docs/tables.md) whose throughput and power rise with the batch size."""
+def write_table(path: Path, limits: bool = False) -> Path:
+    """A measured table (docs/tables.md) whose throughput and power rise with the batch size; with
+    ``limits``, measured at two board power limits (230 W and, a little slower and lower, 180 W)."""
     rows = [(1, 20.0, 80.0, 110.0), (4, 60.0, 110.0, 150.0), (16, 120.0, 140.0, 190.0), (64, 160.0, 160.0, 220.0)]
-    path.write_text("batch_size,throughput,mean_w,peak_w,idle_w\n" + "".join(f"{b},{t},{m},{p},50\n" for b, t, m, p in rows))
+    if not limits:
+        path.write_text("batch_size,throughput,mean_w,peak_w,idle_w\n" + "".join(f"{b},{t},{m},{p},50\n" for b, t, m, p in rows))
+        return path
+    lines = [f"{b},{t * f},{m * f},{min(p * f, lim)},50,{lim}\n" for lim, f in ((230, 1.0), (180, 0.85)) for b, t, m, p in rows]
+    path.write_text("batch_size,throughput,mean_w,peak_w,idle_w,power_limit_w\n" + "".join(lines))
     return path
 
 
@@ -47,7 +52,7 @@ def sensor(spec) -> tuple[float, float, float, str]:
 @pytest.mark.parametrize("device", ["sim:p40", "sim:h100", "table", "sim:zeus-v100:shufflenetv2"])
 def test_serve_opens_the_device_run_opens_with_every_sensor_and_table_option(device: str, tmp_path: Path) -> None:
     if device == "table":
-        device = f"table:{write_table(tmp_path / 't.csv')}"
+        device = f"table:{write_table(tmp_path / 't.csv', limits=True)}"
     table = not device.startswith(("sim:p", "sim:h"))
     extra = {"table_idle_w": 40.0, "table_host_ms": 2.0, "read_only": True} if table else {}
     if device.startswith("sim:zeus"):
@@ -65,7 +70,9 @@ def test_serve_opens_the_device_run_opens_with_every_sensor_and_table_option(dev
     assert inner.knobs == ran.knobs and info["simulated"] is True
     if extra:
         assert inner.plant.idle_w == 40.0 and host_phases(inner.plant) == {0.002}
-        assert inner.knobs.clocks_withheld is not None or not ran.plant.limits  # --read-only withholds the table's knobs
+        # --read-only withholds the table's knobs: its power limits are not offered, and it says why
+        assert len(ran.plant.limits) >= 2 and inner.knobs.power_limits_w == () and inner.knobs.clocks_withheld
+        assert open_workload(WorkloadOptions(device=device)).device.knobs.power_limits_w == tuple(ran.plant.limits)
     inner.close()
     ran.close()
 
