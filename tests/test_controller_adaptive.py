@@ -388,3 +388,19 @@ def test_with_nothing_under_the_cap_the_fallback_keeps_off_settings_that_cannot_
         setting = ctrl.decide(replace(obs(setting, 40.0, peak_concave, _memory_bound_time, i), size_limit=4)).setting
         tried.append(setting.batch_size)
     assert max(tried[1:]) <= 4, tried
+
+
+def test_the_point_prediction_past_the_measured_sizes_is_linear_in_log_size() -> None:
+    """Between measured sizes power is interpolated linearly in log size; past the largest it carries
+    on along the line through the largest size and the largest one a distinguishable step (1.25x) below
+    it: measured at 1, 2, 8 and 9 (9 and 8 are too close to make a slope), batch 256 is predicted on
+    the line through 2 and 9; time per batch linear in the size."""
+    m = SafeModel(all_sizes(), (1.0,), None)
+    for b, w in ((1, 60.0), (2, 80.0), (8, 100.0), (9, 101.0)):
+        m.add(b, 1.0, w, 0.01 + 0.002 * b, w - 5)
+    power, time = m.predict(1.0)
+    sizes = list(m.sizes)
+    slope = (101.0 - 80.0) / math.log(9 / 2)
+    assert power[sizes.index(256)] == pytest.approx(101.0 + slope * math.log(256 / 9), rel=1e-6)
+    assert time[sizes.index(256)] == pytest.approx(0.01 + 0.002 * 256, rel=1e-6)
+    assert power[sizes.index(4)] == pytest.approx(80.0 + 20.0 * math.log(2) / math.log(4), rel=1e-6)

@@ -365,10 +365,17 @@ class SafeModel:
         power = np.interp(xs, x, p)
         time = np.interp(self.sizes, b, t)
         if b.size >= 2:
-            slopes = np.diff(np.log(np.maximum(p, 1e-9))) / np.maximum(np.diff(x), 1e-9)
             above = xs > x[-1]
-            # the last measured slope carries on (falling power included; the bound, not this, is the safety)
-            power[above] = p[-1] * np.exp(float(slopes[-1]) * (xs[above] - x[-1]))
+            # power is piecewise linear in log size between the sizes measured, and past them it carries
+            # on along the line from the largest size through the largest one a distinguishable step
+            # below it (sizes closer than that give a slope made of noise); falling power included, down
+            # to the lowest mean read. The bound, not this, is the safety
+            far = b <= b[-1] / SLOPE_MIN_RATIO
+            j = int(np.flatnonzero(far)[-1]) if far.any() else 0
+            slope = (p[-1] - p[j]) / max(x[-1] - x[j], 1e-9)
+            floor = self.floor_w if math.isfinite(self.floor_w) else 0.0
+            power[above] = np.maximum(p[-1] + slope * (xs[above] - x[-1]), min(floor, float(p.min())))
+            # time per batch: linear in the size, at the cost per item fitted over every size measured
             per_item = max(float(np.polyfit(b, t, 1)[0]), 0.0) if b.size >= 3 else max((t[-1] - t[-2]) / (b[-1] - b[-2]), 0.0)
             time[above] = t[-1] + per_item * (self.sizes[above] - b[-1])
         else:
