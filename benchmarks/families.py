@@ -21,7 +21,8 @@ after the design is frozen (docs/controllers.md says which draws were reported).
 
 Prints one row per (family, controller): mean and worst share of the oracle over runs where some
 setting meets the cap, time over the cap by the sensor and by true power, the longest violation in
-control periods, and energy above the cap; writes every run as JSON.
+control periods, and energy above the cap (under ``avg:S`` also ``/env``: the mean share of the
+envelope, the limit of a controller that alternates two settings); writes every run as JSON.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
     case, controllers, rule_text = args
     rule = CapRule.parse(rule_text)
     oracle = find_oracle(lambda: open_case(case), case.cap_w, case.items, rule=rule)
+    envelope = oracle.envelope.throughput if rule.window_s > 0 and oracle.envelope is not None else math.nan
     rows = []
     for name in controllers:
         device = open_case(case)
@@ -239,6 +241,10 @@ def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
                 "oracle": oracle.throughput,
                 "oracle_clean": oracle.clean,
                 "fraction": summary.throughput / oracle.throughput if oracle.throughput > 0 else math.nan,
+                # under avg:S, the limit of a controller that alternates two settings (the upper concave
+                # envelope of the settings' mean power and throughput at the cap); NaN under peak
+                "envelope": envelope,
+                "fraction_envelope": summary.throughput / envelope if envelope > 0 else math.nan,
                 "over_pct": 100 * summary.over_cap_fraction,
                 "true_over_pct": 100 * true.get("over_cap_s", 0.0) / summary.duration_s if summary.duration_s else 0.0,
                 "longest_periods": summary.longest_violation_s / period_s if period_s > 0 else 0.0,
@@ -254,6 +260,7 @@ def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for fam, ctrl in keys:
         rs = [r for r in rows if r["family"] == fam and r["controller"] == ctrl]
         fr = [r["fraction"] for r in rs if r["oracle_clean"] and math.isfinite(r["fraction"])]
+        fe = [r["fraction_envelope"] for r in rs if r["oracle_clean"] and math.isfinite(r.get("fraction_envelope", math.nan))]
         out.append(
             {
                 "family": fam,
@@ -261,6 +268,7 @@ def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "runs": len(rs),
                 "mean": statistics.fmean(fr) if fr else math.nan,
                 "worst": min(fr) if fr else math.nan,
+                "mean_envelope": statistics.fmean(fe) if fe else math.nan,
                 "over_pct": statistics.fmean(r["over_pct"] for r in rs),
                 "true_over_pct": statistics.fmean(r["true_over_pct"] for r in rs),
                 "longest_periods": max(r["longest_periods"] for r in rs),
@@ -307,10 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         partial.close()
     summary = table(rows)
     print(f"split {a.split}, rule {a.rule}, {len(todo)} jobs")
-    print(f"{'family':12} {'controller':11} {'runs':>4} {'mean':>6} {'worst':>6} {'over%':>6} {'true%':>6} {'long':>5} {'E>cap J':>8}")
+    env = CapRule.parse(a.rule).window_s > 0
+    print(f"{'family':12} {'controller':11} {'runs':>4} {'mean':>6} {'worst':>6} {'over%':>6} {'true%':>6} {'long':>5} {'E>cap J':>8}"
+          + (f" {'/env':>6}" if env else ""))  # fmt: skip
     for s in summary:
         print(f"{s['family']:12} {s['controller']:11} {s['runs']:4d} {s['mean']:6.3f} {s['worst']:6.3f} {s['over_pct']:6.2f} "
-              f"{s['true_over_pct']:6.2f} {s['longest_periods']:5.1f} {s['energy_over_j']:8.1f}")  # fmt: skip
+              f"{s['true_over_pct']:6.2f} {s['longest_periods']:5.1f} {s['energy_over_j']:8.1f}"
+              + (f" {s['mean_envelope']:6.3f}" if env else ""))  # fmt: skip
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "summary": summary, "runs": rows}, f, indent=1)
