@@ -1,6 +1,6 @@
 """The fleet's coordinator: lockstep virtual time, the budget split, the shared queue, faults.
 
-Time. Every simulated GPU has its own virtual clock; the coordinator keeps them in step. Time
+Time. Every simulated GPU (a measured table played back is one too) has its own virtual clock; the coordinator keeps them in step. Time
 moves in ticks (``tick_s``, 0.25 s): every live worker runs until its clock reaches the tick's
 end, then all report (readings, finished chunks) and the coordinator decides what happens at that
 instant: the budget read, caps changed, chunks leased, faults applied. The allocator runs every
@@ -515,5 +515,7 @@ class Fleet:
 
 
 def job_key(cfg: WorkerConfig) -> str:
-    """Workers running the same model on the same data set share one job (one queue of items)."""
-    return f"{cfg.model.lower()}@{cfg.dataset.lower()}"
+    """A worker's job (one queue of items): its ``job`` where given (``batchsizer fleet`` gives every worker
+    one: its table, a TOML ``job``, or ``model@dataset``), else its model and data set, so that workers running
+    the same model on the same data set share one."""
+    return cfg.job or f"{cfg.model.lower()}@{cfg.dataset.lower()}"

@@ -1,5 +1,8 @@
 """One GPU of a fleet: the project's control loop, its own controller and device, paused at boundaries.
 
+The device is a simulated GPU (``make_sim_device``) or a measured table played back as one
+(``table:...``, ``sim:zeus-...``, opened as ``batchsizer run`` opens it); either runs on virtual time.
+
 :class:`FleetWorker` is a plain class; the coordinator drives it in the same process or wrapped as
 a Ray actor (``ray.remote(num_cpus=0)(FleetWorker)``), with the same calls. Its
 :class:`~batchsizer.core.loop.ControlLoop` runs in a thread of the worker and pulls item ids from the
@@ -50,6 +53,7 @@ class WorkerConfig:
     """Everything a worker needs to build its device and loop (picklable, for Ray)."""
 
     name: str
+    #: the simulated GPU (``p40``), or for a table worker the device text as the user gave it
     gpu: str
     model: str
     dataset: str
@@ -65,6 +69,11 @@ class WorkerConfig:
     #: this worker's JSON Lines records (see batchsizer.io.records), if any
     records: str | None = None
     host_scale: float = 1.0
+    #: the measured table this worker plays (``table:PATH.csv[:SELECTOR]``, ``sim:zeus-...``); empty: the
+    #: simulated GPU ``gpu`` running ``model`` on ``dataset``
+    device: str = ""
+    #: its job (one queue of items); empty: ``model@dataset`` (see :func:`batchsizer.fleet.coordinator.job_key`)
+    job: str = ""
 
 
 class AllocatedCap:
@@ -95,20 +104,25 @@ class _Watch(LoopObserver):
 
 
 class FleetWorker:
-    """A simulated GPU running its share of a fleet job, one boundary at a time."""
+    """A simulated GPU (or a measured table) running its share of a fleet job, one boundary at a time."""
 
     def __init__(self, cfg: WorkerConfig, initial_cap_w: float | None = None) -> None:
-        from batchsizer.sim import make_sim_device
-
         self.cfg = cfg
-        device = make_sim_device(cfg.gpu, cfg.model, cfg.dataset, seed=cfg.seed, host_scale=cfg.host_scale)
+        if cfg.device:
+            from batchsizer.fleet.spec import open_table
+
+            device = open_table(cfg.device, seed=cfg.seed)
+        else:
+            from batchsizer.sim import make_sim_device
+
+            device = make_sim_device(cfg.gpu, cfg.model, cfg.dataset, seed=cfg.seed, host_scale=cfg.host_scale)
         self.gpu = device.gpu
+        self.min_w, self.max_w = cap_range(device)
         if cfg.sensor_fails_at is not None:
             from batchsizer.testing.faults import FaultyMeter, Injection
 
             device.meter = FaultyMeter(device.meter, [Injection("dead", cfg.sensor_fails_at)])
         self.device = device
-        self.min_w, self.max_w = float(self.gpu.min_limit_w), float(self.gpu.board_limit_w)
         self.cap = AllocatedCap(initial_cap_w if initial_cap_w is not None else self.min_w)
         controller = make_controller(cfg.controller, device.knobs, **cfg.controller_options)
         observers: list[LoopObserver] = [_Watch(self)]
@@ -391,6 +405,49 @@ class FleetWorker:
             "settled": self._kept >= SETTLED_PERIODS,
             "error": self._error,
         }
+
+
+def cap_range(device: Any) -> tuple[float, float]:
+    """The caps a worker may get (W): its board's power-limit range, ``gpu.min_limit_w`` to ``gpu.board_limit_w``.
+
+    A measured table's range is what :class:`~batchsizer.sim.table_plant.TableDevice` synthesizes: its lowest
+    and its board limit (its highest limit, or 1.1 times the highest power it measured if more). Its lowest is
+    raised, where needed, to what it draws at its lowest-power setting (every measured clock, limit and batch
+    size in range) plus :data:`TABLE_MARGIN`, so the lowest cap is one it can meet. A table without rows at two
+    power limits has no settable limit, and its synthesized lowest is its board limit: its range starts at
+    that lowest-power draw instead (plus the margin), where its controller can still get by the batch size.
+    """
+    from batchsizer.sim.table_plant import TablePlant
+
+    lo, hi = float(device.gpu.min_limit_w), float(device.gpu.board_limit_w)
+    plant = getattr(device, "plant", None)
+    if not isinstance(plant, TablePlant):
+        return lo, hi
+    least = _lowest_power_w(plant) * TABLE_MARGIN
+    lo = max(lo, least) if len(plant.limits) >= 2 else least
+    return min(lo, hi), hi
+
+
+#: a table worker's lowest cap is at least this much over what it draws at its lowest-power setting (as the
+#: coordinator's FLOOR_MARGIN for a worker that cannot get under its lowest cap)
+TABLE_MARGIN = 1.03
+
+
+def _lowest_power_w(plant: Any) -> float:
+    """The least peak power of a table plant over its measured settings and the batch sizes in its range."""
+    lo, hi = plant.size_range
+    sizes = sorted({lo, hi, *(b for b in plant.batch_sizes if lo <= b <= hi)})
+    least = math.inf
+    try:
+        for clock in plant.clocks or (None,):
+            plant.set_clock(clock)
+            for limit in plant.limits or [None]:
+                plant.set_power_limit(limit)
+                least = min(least, *(plant.point(b).peak_w for b in sizes))
+    finally:  # back to the table's defaults, as the device was opened
+        plant.set_clock(None)
+        plant.set_power_limit(None)
+    return least
 
 
 def _loop_takes(name: str) -> bool:

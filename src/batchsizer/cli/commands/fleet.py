@@ -1,4 +1,4 @@
-"""``batchsizer fleet``: many simulated GPUs under one power budget, on Ray (or in this process)."""
+"""``batchsizer fleet``: many simulated GPUs (or measured tables) under one power budget, on Ray (or in this process)."""
 
 from __future__ import annotations
 
@@ -54,12 +54,15 @@ def _faults(texts: tuple[str, ...], names: list[str]) -> tuple[dict[str, float],
 
 @click.command()
 @config_option
-@click.option("--gpu", "gpus", multiple=True, help="A worker: sim:GPU[:MODEL[@DATASET]] (repeat it), e.g. sim:h100:mobv2@imagenet [default: none, --fleet].")
+@click.option("--gpu", "gpus", multiple=True,
+              help="A worker (repeat it): sim:GPU[:MODEL[@DATASET]], e.g. sim:h100:mobv2@imagenet, or a measured table as for "
+                   "run --device: table:PATH.csv[:SELECTOR], sim:zeus-<v100|a40>:NETWORK[@DATASET] [default: none, --fleet].")
 @click.option("--fleet", "fleet_file", type=click.Path(path_type=Path), default=None,
-              help="TOML file of [[worker]] tables: device, model, dataset, items, weight, name [default: none, --gpu].")  # fmt: skip
+              help="TOML file of [[worker]] tables: device, model, dataset, items, weight, name, job [default: none, --gpu].")  # fmt: skip
 @click.option("--model", default="res101", help="Model of workers that name none.")
 @click.option("--dataset", default="caltech", help="Data set of workers that name none.")
-@click.option("--items", default=10_000, type=int, help="Items of each job (workers with one model and data set share a job).")
+@click.option("--items", default=10_000, type=int,
+              help="Items of each job (workers with one model and data set, or one table, share a job).")
 @click.option("--budget", type=float, default=None, help="The fleet's power budget in watts [default: none; this, --budget-schedule or --budget-file is needed].")
 @click.option("--budget-schedule", default=None, help="Budget steps as SECONDS:WATTS,... of virtual time [default: none].")
 @click.option("--budget-file", type=click.Path(path_type=Path), default=None,
@@ -87,6 +90,8 @@ def _faults(texts: tuple[str, ...], names: list[str]) -> tuple[dict[str, float],
 def command(**kw: Any) -> None:
     """Run one job over many simulated GPUs under one power budget, splitting it by what each GPU earns per watt.
 
+    A worker may also play a measured table (table:PATH.csv, sim:zeus-...; docs/tables.md).
+
     Example: batchsizer fleet --gpu sim:p40 --gpu sim:v100 --gpu sim:a100 --gpu sim:h100 --budget 900 --local
     """
     from batchsizer.fleet.coordinator import Fleet, FleetOptions
@@ -102,9 +107,9 @@ def command(**kw: Any) -> None:
     if kw["fleet_file"] is not None:
         specs = load_fleet_file(kw["fleet_file"], kw["model"], kw["dataset"])
     elif kw["gpus"]:
-        specs = [parse_gpu(g, kw["model"], kw["dataset"]) for g in kw["gpus"]]
+        specs = [parse_gpu(g, kw["model"], kw["dataset"], index=i) for i, g in enumerate(kw["gpus"])]
     else:
-        raise ConfigError("gpu", "a fleet needs workers: --gpu sim:GPU (repeated) or --fleet FILE")
+        raise ConfigError("gpu", "a fleet needs workers: --gpu sim:GPU or --gpu table:PATH.csv (repeated) or --fleet FILE")
     if all(kw[k] is None for k in ("budget", "budget_schedule", "budget_file")):
         raise ConfigError("budget", "give the fleet's budget: --budget W, --budget-schedule or --budget-file")
     try:
@@ -123,7 +128,7 @@ def command(**kw: Any) -> None:
                           "give one of --address and --local")
     if kw["plot_dir"] is not None and kw["records"] is None:
         raise ConfigError("plot", "draws from the records: give --records DIR too")
-    names = [s.name or f"{s.gpu}-{i}" for i, s in enumerate(specs)]
+    names = [s.worker_name(i) for i, s in enumerate(specs)]
     kills, sensors = _faults(kw["faults"], names)
     records = kw["records"]
     if records is not None:
@@ -142,6 +147,8 @@ def command(**kw: Any) -> None:
             rule_window_s=rule_window,
             sensor_fails_at=sensors.get(name),
             records=str(records / f"{name}.jsonl") if records is not None else None,
+            device=s.device,
+            job=s.job_key,
         )
         for i, (name, s) in enumerate(zip(names, specs))
     ]
