@@ -227,3 +227,21 @@ def test_zeus_short_names_run_as_workers(tmp_path) -> None:
         line = device_line(rec, name)["device"]
         assert line["plant"] == "measured table" and line["network"] == "resnet50" and len(line["power_limits_w"]) > 2
     assert device_line(rec, "zeus-a40-1")["device"]["sensor"]["kind"] == "1 s average"  # the A40's own sensor
+
+
+def test_model_or_dataset_that_no_worker_takes_is_an_error(tmp_path) -> None:
+    """--model / --dataset are for simulated GPU workers that name none: given where no worker takes
+    them (every worker a table, or every --gpu naming its own) they are an error, not silently ignored;
+    with one worker that takes them they run."""
+    table = f"table:{write_table(tmp_path / 't.csv')}"
+    for args, says in (
+        (["--gpu", table, "--model", "res50"], "model: is for simulated GPU workers"),
+        (["--gpu", table, "--dataset", "imagenet"], "dataset: is for simulated GPU workers"),
+        (["--gpu", "sim:p40:mobv2", "--model", "res50"], "every --gpu here names its model"),
+        (["--gpu", "sim:p40:mobv2@imagenet", "--dataset", "caltech"], "every --gpu here names its dataset"),
+    ):
+        r = fleet(*args, "--budget", "300", "--items", "50")
+        assert r.exit_code == 2 and says in r.output, (args, r.output)
+    ok = fleet("--gpu", table, "--gpu", "sim:p40", "--model", "mobv2", "--budget", "400", "--items", "50",
+               "--json", str(tmp_path / "s.json"))  # fmt: skip
+    assert ok.exit_code == 0, ok.output

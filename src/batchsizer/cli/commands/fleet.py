@@ -14,6 +14,23 @@ from batchsizer.io.config import config_option
 from batchsizer.policies import CONTROLLERS, DEFAULT_CONTROLLER
 
 
+def _check_defaults_used(kw: dict, specs: list) -> None:
+    """--model / --dataset given on the command line but no worker takes it (every worker plays a table,
+    or names its own): an error, not an option silently ignored."""
+    ctx = click.get_current_context()
+    for opt in ("model", "dataset"):
+        if ctx.get_parameter_source(opt) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        sims = [s for s in specs if not s.device]
+        if not sims:
+            raise ConfigError(opt, "is for simulated GPU workers that name none, and every worker here plays a measured table")
+        if kw["gpus"] and not kw["fleet_file"]:
+            texts = [g for g, s in zip(kw["gpus"], specs) if not s.device]
+            named = [("@" in t) if opt == "dataset" else (len(t.partition("@")[0].split(":")) >= 3) for t in texts]
+            if all(named):
+                raise ConfigError(opt, f"is for simulated GPU workers that name none, and every --gpu here names its {opt}")
+
+
 def _rule_window(text: str) -> float:
     """``peak`` -> 0, ``avg:S`` -> S (the project's CapRule where it exists, the same syntax otherwise)."""
     try:
@@ -110,6 +127,7 @@ def command(**kw: Any) -> None:
         specs = [parse_gpu(g, kw["model"], kw["dataset"], index=i) for i, g in enumerate(kw["gpus"])]
     else:
         raise ConfigError("gpu", "a fleet needs workers: --gpu sim:GPU or --gpu table:PATH.csv (repeated) or --fleet FILE")
+    _check_defaults_used(kw, specs)
     if all(kw[k] is None for k in ("budget", "budget_schedule", "budget_file")):
         raise ConfigError("budget", "give the fleet's budget: --budget W, --budget-schedule or --budget-file")
     try:
