@@ -66,12 +66,21 @@ def test_resume_finishes_the_rest_exactly(tmp_path) -> None:
         (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--fault", "kill:x@1"], "fault"),
         (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--period", "0"], "period"),
         (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--address", "127.0.0.1:6379"], "address"),
+        (["fleet", "--local", "--gpu", "sim:p40", "--budget", "500", "--budget-file", "b.txt"], "budget"),
     ],
 )
 def test_bad_input_is_one_line(args, field) -> None:
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1].startswith(f"error: {field}:"), r.output
+    assert "--cap" not in r.output  # the fleet's own option names, not run's
+
+
+def test_a_budget_below_the_lowest_caps_is_said_from_the_first_split() -> None:
+    """One P40 (lowest cap 125 W) under 10 W: the summary says the budget cannot be met (it said nothing)."""
+    r = CliRunner().invoke(cli, ["fleet", "--local", "-q", "--gpu", "sim:p40", "--budget", "10", "--items", "200"])
+    assert r.exit_code == 0, r.output
+    assert "below the sum of the workers' lowest caps (125 W)" in r.output, r.output
 
 
 def test_a_job_that_fails_leaves_its_records_closed_and_without_a_summary(tmp_path, monkeypatch) -> None:

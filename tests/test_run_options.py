@@ -245,3 +245,30 @@ def test_workload_options_are_typed_fields_not_a_bag() -> None:
     assert o.workload == WorkloadOptions(device="cpu", input_size=32, read_only=True) and o.quiet
     with pytest.raises(dataclasses.FrozenInstanceError):
         o.workload.device = "cuda"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--controller", "static", "--clock", "123"], "clock: 123 MHz is not a clock level of this device"),
+        (["--device", "sim:zeus-v100:resnet50", "--controller", "static", "--clock", "1303"],
+         "clock: this device has no settable clock"),
+    ],
+)  # fmt: skip
+def test_a_first_setting_the_device_cannot_take_is_one_line_and_keeps_the_records_there(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    """A clock the device has not is found before any output is opened: the records of an earlier job
+    are left as they were (they were replaced by one error line before)."""
+    if "sim:zeus-v100:resnet50" in args:
+        from batchsizer.io.shared_data import DataUnavailable, data_dir
+
+        try:
+            data_dir("zeus-nsdi23")
+        except DataUnavailable as exc:
+            pytest.skip(f"the Zeus tables are not here: {exc}")
+    records = tmp_path / "keep.jsonl"
+    records.write_text('{"kind": "summary"}\n')
+    r = invoke("run", "-q", "--items", "50", "--records", str(records), "--json", str(tmp_path / "s.json"), *args)
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [r.output.strip()] and says in r.output, r.output
+    assert records.read_text() == '{"kind": "summary"}\n' and not (tmp_path / "s.json").exists()

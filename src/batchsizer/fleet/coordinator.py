@@ -227,7 +227,7 @@ class Fleet:
         if not forced and self.options.allocator == "marginal" and not self._worth_it(alloc, views, live):
             return
         if alloc.infeasible:
-            self._event("budget-too-low", f"the budget {self._budget_w:g} W is below the workers' lowest caps")
+            self._too_low(alloc)
         lowers = {m.cfg.name: alloc.caps[m.cfg.name] for m in live if alloc.caps[m.cfg.name] < m.cap_w - 1e-9}
         raises = {m.cfg.name: alloc.caps[m.cfg.name] for m in live if alloc.caps[m.cfg.name] > m.cap_w + 1e-9}
         before = {m.cfg.name: m.cap_w for m in live}
@@ -249,6 +249,13 @@ class Fleet:
         if self.options.allocator != "marginal" or self.t >= self._next_alloc + self.options.settle_wait_s - 1e-9:
             return True
         return all(m.settled for m in self.live)
+
+    def _too_low(self, alloc: Allocation) -> None:
+        """The budget is below the sum of the workers' lowest caps: each is held at its lowest, and the
+        fleet draws more than the budget (an event, and a note in the summary)."""
+        lowest = sum(alloc.caps.values())
+        self._event("budget-too-low", f"the budget {self._budget_w:g} W is below the sum of the workers' lowest caps "
+                    f"({lowest:.0f} W): each is held at its lowest, and the fleet draws more than the budget")  # fmt: skip
 
     def _worth_it(self, alloc: Allocation, views: list[WorkerView], live: list[_Member]) -> bool:
         """Whether the new split predicts ``min_gain`` more weighted throughput than the caps in force."""
@@ -384,6 +391,8 @@ class Fleet:
             self._views_plain(),
             o.reserve,
         )
+        if first.infeasible:
+            self._too_low(first)
         self._set_caps(first.caps)
         self._emit("on_allocation", 0.0, first, first.caps, {})
         self.allocations = 1

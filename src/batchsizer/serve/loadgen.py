@@ -8,7 +8,7 @@ import asyncio
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class RateResult:
     p99_ms: float | None
     achieved_rate: float
     goodput: float
+    #: why requests failed: the error (``ConnectError: ...``, ``HTTP 500``, ``no answer in time``) and how often
+    failures: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, for JSON output."""
@@ -98,6 +100,11 @@ async def run_rate(
         schedule.append(t)
     latencies: list[float] = []
     counts = {"ok": 0, "rejected": 0, "failed": 0}
+    failures: dict[str, int] = {}
+
+    def failed(why: str) -> None:
+        counts["failed"] += 1
+        failures[why] = failures.get(why, 0) + 1
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
         start = time.monotonic()
@@ -106,8 +113,8 @@ async def run_rate(
             body, ctype = bodies[i % len(bodies)]
             try:
                 r = await client.post(url, content=body, headers={"content-type": ctype})
-            except httpx.HTTPError:
-                counts["failed"] += 1
+            except httpx.HTTPError as exc:
+                failed(f"{type(exc).__name__}: {exc}"[:120])
                 return
             done = time.monotonic()
             if r.status_code == 200:
@@ -116,7 +123,7 @@ async def run_rate(
             elif r.status_code == 503:
                 counts["rejected"] += 1
             else:
-                counts["failed"] += 1
+                failed(f"HTTP {r.status_code}")
 
         tasks = []
         for i, at in enumerate(schedule):
@@ -129,7 +136,7 @@ async def run_rate(
         for task in tasks:
             if not task.done():
                 task.cancel()
-                counts["failed"] += 1
+                failed("no answer in time")
         elapsed = max(time.monotonic() - start, 1e-9)
     within = sum(1 for x in latencies if x <= slo_s)
     span = max(duration_s, 1e-9)
@@ -146,6 +153,7 @@ async def run_rate(
         p99_ms=_pct(latencies, 99),
         achieved_rate=counts["ok"] / elapsed,
         goodput=within / span,
+        failures=failures,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from batchsizer.cli.options import path_option
+from batchsizer.cli.options import path_option, warn
 from batchsizer.errors import ConfigError
 
 
@@ -78,6 +78,15 @@ def command(**kw: Any) -> None:
         write_json_atomic(
             kw["json_path"], {"url": url, "slo_ms": kw["slo_ms"], "rates": [r.to_dict() for r in results]}
         )
+    reasons: dict[str, int] = {}
+    for r in results:
+        for why, n in r.failures.items():
+            reasons[why] = reasons.get(why, 0) + n
+    if reasons:
+        worst = max(reasons, key=reasons.__getitem__)
+        warn(f"{sum(reasons.values())} requests failed; most often {worst} ({reasons[worst]} times)")
+    if results and all(r.ok + r.rejected == 0 for r in results):
+        raise ConfigError("url", f"{url} answered no request ({worst}); is the server running there?")
 
 
 def _f(x: float | None) -> str:

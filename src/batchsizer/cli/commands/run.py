@@ -29,6 +29,7 @@ from batchsizer.core.controller import Controller
 from batchsizer.core.guard import board_limit_w
 from batchsizer.core.loop import ControlLoop, LoopObserver, Window
 from batchsizer.core.summary import Summary
+from batchsizer.core.types import DeviceKnobs, Setting
 from batchsizer.core.workloads import Workload, device_kind, open_workload
 from batchsizer.errors import BatchSizerError, ConfigError
 from batchsizer.io.config import config_option
@@ -140,6 +141,7 @@ def run_job(o: RunOptions) -> None:
     workload = open_workload(opts)
     try:  # whatever fails from here until the job runs closes the device (and puts back its settings)
         caps, unmetered, controller = _setup(o, workload, caps, choices)
+        check_first_setting(controller.initial(), workload.device.knobs)  # before any file is opened
         total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
         nothing_to_do = total is not None and start >= total
         if not nothing_to_do:
@@ -279,6 +281,22 @@ def _finish(o: RunOptions, summary: Summary, about: dict[str, Any], human_err: b
     if summary.stop_reason == "cap-not-met":
         click.echo(f"error: cap: not met and --strict was given; {summary.notes[-1]}", err=True)
         click.get_current_context().exit(EXIT_CAP_NOT_MET)
+
+
+def check_first_setting(setting: Setting, knobs: DeviceKnobs) -> None:
+    """ConfigError for a first setting the device cannot take (a clock it has not, a power limit it does
+    not offer), so that the mistake is one line before any output is opened, not an error mid-job."""
+    if setting.clock_mhz is not None:
+        levels = knobs.clock_levels_mhz
+        if not levels:
+            why = f" ({knobs.clocks_withheld})" if knobs.clocks_withheld else ""
+            raise ConfigError("clock", f"this device has no settable clock{why}; leave --clock out")
+        if setting.clock_mhz not in levels:
+            raise ConfigError("clock", f"{setting.clock_mhz} MHz is not a clock level of this device; choose one of "
+                              f"{levels[0]}..{levels[-1]}: {', '.join(map(str, levels))}")  # fmt: skip
+    if setting.power_limit_w is not None and knobs.power_limits_w and setting.power_limit_w not in knobs.power_limits_w:
+        raise ConfigError("power-limit", f"{setting.power_limit_w:g} W is not a power limit of this device; choose one "
+                          f"of {', '.join(f'{w:g}' for w in knobs.power_limits_w)}")  # fmt: skip
 
 
 def _record_error(observers: list[LoopObserver], exc: BaseException) -> None:
