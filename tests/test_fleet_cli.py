@@ -108,3 +108,10 @@ def test_a_job_that_fails_leaves_its_records_closed_and_without_a_summary(tmp_pa
     lines = [json.loads(x) for x in (rec / "fleet.jsonl").read_text().splitlines()]
     assert lines and all(x["type"] != "summary" for x in lines)
     assert made and made[0].writer._file.closed
+
+
+def test_records_in_a_folder_that_does_not_exist_is_an_error_not_new_folders(tmp_path) -> None:
+    r = CliRunner().invoke(cli, ["fleet", "--local", "-q", "--gpu", "sim:p40", "--budget", "300", "--items", "50",
+                                 "--records", str(tmp_path / "no" / "rec")])  # fmt: skip
+    assert r.exit_code == 2 and r.output.strip().startswith("error: records:"), r.output
+    assert not (tmp_path / "no").exists()

@@ -166,7 +166,7 @@ def _bad_tables(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "zeus without a network": (["--gpu", "sim:zeus-v100"], "gpu: worker zeus-v100-0 "),
         "zeus unknown gpu": (["--gpu", "sim:zeus-k80:resnet50"], "gpu: worker zeus-k80-0 "),
         "toml missing file": (["--fleet", str(toml)], "worker table-1 "),
-        "toml model on a table": (["--fleet", str(labelled)], "model apply to simulated GPUs only"),
+        "toml model on a table": (["--fleet", str(labelled)], "model applies to simulated GPUs only"),
     }
 
 

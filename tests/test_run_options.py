@@ -272,3 +272,8 @@ def test_a_first_setting_the_device_cannot_take_is_one_line_and_keeps_the_record
     r = invoke("run", "-q", "--items", "50", "--records", str(records), "--json", str(tmp_path / "s.json"), *args)
     assert r.exit_code == 2 and r.output.strip().splitlines() == [r.output.strip()] and says in r.output, r.output
     assert records.read_text() == '{"kind": "summary"}\n' and not (tmp_path / "s.json").exists()
+
+
+def test_records_and_json_both_to_stdout_is_refused() -> None:
+    r = invoke("run", "-q", "--items", "10", "--records", "-", "--json", "-")
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith("error: json:"), r.output

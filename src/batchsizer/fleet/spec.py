@@ -180,7 +180,7 @@ def load_fleet_file(path: Path, model: str, dataset: str) -> list[GpuSpec]:
         if is_table(device):
             given = sorted({"model", "dataset"} & set(w))
             if given:
-                raise ConfigError("fleet", f"{p}: worker {k}: {' and '.join(given)} apply to simulated GPUs only; a "
+                raise ConfigError("fleet", f"{p}: worker {k}: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to simulated GPUs only; a "
                                   f"table worker ({device}) plays its table")
             try:
                 base = parse_table(device, name or f"{_table_prefix(device)}-{k - 1}")

@@ -156,7 +156,9 @@ def command(**kw: Any) -> None:
     if records is not None:
         if records.exists() and not records.is_dir():
             raise ConfigError("records", f"{records} is a file; give a folder")
-        records.mkdir(parents=True, exist_ok=True)
+        if not records.parent.is_dir():  # as run's outputs: a mistyped path is an error, not new folders
+            raise ConfigError("records", f"{records.parent} does not exist: make it first, or give a folder in one that does")
+        records.mkdir(exist_ok=True)
     configs = [
         WorkerConfig(
             name=name,

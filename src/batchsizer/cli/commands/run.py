@@ -133,6 +133,9 @@ def run_job(o: RunOptions) -> None:
     if o.power_limit is not None:
         check_cap(o.power_limit, "power-limit")
     _check_meter_first(o)
+    if is_stdout(o.records) and is_stdout(o.json_path):
+        raise ConfigError("json", "--records - and --json - would write JSON Lines and a JSON document into one stream; "
+                          "send one of them to a file")  # fmt: skip
     for line in unused:  # every value checked: now what will not be used
         warn(line)
     human_err = is_stdout(o.records) or is_stdout(o.json_path)  # stdout carries the data
