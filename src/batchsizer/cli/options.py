@@ -317,24 +317,16 @@ def cap_options(f: F) -> F:
 
 
 def make_cap_source(
-    cap: float | None, cap_schedule: str | None, cap_file: Path | None, default: float, *, from_gpu: bool = False
+    cap: float | None, cap_schedule: str | None, cap_file: Path | None, default: float, *, from_gpu: bool = False,
+    names: tuple[str, ...] = ("--cap", "--cap-schedule", "--cap-file", "--cap-from-gpu"),
 ) -> CapSource:
     """The cap source the options ask for; with ``from_gpu`` a placeholder until the device is open
-    (:func:`batchsizer.hw.gpu_cap.GpuLimitCap` then takes its place)."""
-    given = [
-        name
-        for name, v in (
-            ("--cap", cap),
-            ("--cap-schedule", cap_schedule),
-            ("--cap-file", cap_file),
-            ("--cap-from-gpu", True if from_gpu else None),
-        )
-        if v is not None
-    ]
+    (:func:`batchsizer.hw.gpu_cap.GpuLimitCap` then takes its place). ``names``: the options as the
+    command calls them (the fleet's ``--budget...``), for the message when more than one is given."""
+    values = (cap, cap_schedule, cap_file, True if from_gpu else None)
+    given = [name for name, v in zip(names, values) if v is not None]
     if len(given) > 1:
-        raise ConfigError(
-            "cap", f"give only one of --cap, --cap-schedule, --cap-file, --cap-from-gpu (got {', '.join(given)})"
-        )
+        raise ConfigError("cap", f"give only one of {', '.join(names)} (got {', '.join(given)})")
     if cap_schedule is not None:
         return CapSchedule.parse(cap_schedule)
     if cap_file is not None:

@@ -130,12 +130,9 @@ def command(**kw: Any) -> None:
     _check_defaults_used(kw, specs)
     if all(kw[k] is None for k in ("budget", "budget_schedule", "budget_file")):
         raise ConfigError("budget", "give the fleet's budget: --budget W, --budget-schedule or --budget-file")
-    given = [f for f, k in (("--budget", "budget"), ("--budget-schedule", "budget_schedule"), ("--budget-file", "budget_file"))
-             if kw[k] is not None]  # fmt: skip
-    if len(given) > 1:
-        raise ConfigError("budget", f"give only one of --budget, --budget-schedule, --budget-file (got {', '.join(given)})")
     try:
-        budget = make_cap_source(kw["budget"], kw["budget_schedule"], kw["budget_file"], 0.0)
+        budget = make_cap_source(kw["budget"], kw["budget_schedule"], kw["budget_file"], 0.0,
+                                 names=("--budget", "--budget-schedule", "--budget-file"))  # fmt: skip
     except ConfigError as exc:
         raise ConfigError("budget", exc.problem if hasattr(exc, "problem") else str(exc)) from None
     rule_window = _rule_window(kw["cap_rule"])
