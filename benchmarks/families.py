@@ -34,6 +34,7 @@ import math
 import random
 import statistics
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -43,6 +44,7 @@ from batchsizer.core.cap_rule import CapRule
 from batchsizer.core.caps import ConstantCap
 from batchsizer.core.device import Device
 from batchsizer.core.loop import ControlLoop, Window
+from batchsizer.core.observer import LoopObserver, PeriodRecord
 from batchsizer.errors import BatchSizerError
 from batchsizer.policies import make_controller
 from batchsizer.repro.jobs import jobs_for
@@ -114,6 +116,11 @@ SYNTHETIC_SHAPES: dict[str, dict[str, tuple[float, float]]] = {
     "flat": {"base": (100, 200)},
     "falling": {"base": (230, 280), "height": (10, 22)},
 }
+
+#: a run is stopped once it has taken this many times the oracle's job time (its share is then under
+#: 1/TIME_LIMIT_FACTOR either way); a baseline held at batch 1 on a 100,000 items/s table otherwise runs a
+#: day of simulated time, hours of wall time under ``avg:S``
+TIME_LIMIT_FACTOR = 20.0
 
 #: a measured table's job lasts about this long at its fastest row (the paper's jobs last about as long)
 TABLE_JOB_S = 50.0
@@ -212,6 +219,23 @@ def cases(family: str, split: str, draw_seed: int, per_family: int, items: int, 
     return out
 
 
+class TimeLimit(LoopObserver):
+    """Stops a job (``stop_reason`` "time-limit") once its device time passes ``limit_s``."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.stop_event = threading.Event()
+        self.stop_event.reason = "time-limit"  # type: ignore[attr-defined]  # the loop records it
+        self._start: float | None = None
+
+    def on_period(self, record: PeriodRecord) -> None:
+        o = record.observation
+        if self._start is None:
+            self._start = o.start
+        if o.end - self._start > self.limit_s:
+            self.stop_event.set()
+
+
 def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
     case, controllers, rule_text = args
     rule = CapRule.parse(rule_text)
@@ -224,9 +248,9 @@ def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
             ctrl = make_controller(name, device.knobs)
         except BatchSizerError:
             continue  # e.g. dvfs on a device without clocks
-        summary = ControlLoop(device, ctrl, ConstantCap(case.cap_w), WINDOW, cap_rule=rule).run(
-            DynamicBatchStream(range(case.items))
-        )
+        limit = TimeLimit(TIME_LIMIT_FACTOR * case.items / oracle.throughput if oracle.throughput > 0 else math.inf)
+        loop = ControlLoop(device, ctrl, ConstantCap(case.cap_w), WINDOW, [limit], limit.stop_event, cap_rule=rule)
+        summary = loop.run(DynamicBatchStream(range(case.items)))
         device.close()
         true = summary.true_power or {}
         period_s = summary.duration_s / max(summary.periods, 1)
@@ -249,6 +273,8 @@ def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
                 "true_over_pct": 100 * true.get("over_cap_s", 0.0) / summary.duration_s if summary.duration_s else 0.0,
                 "longest_periods": summary.longest_violation_s / period_s if period_s > 0 else 0.0,
                 "energy_over_j": summary.energy_over_cap_j,
+                # "time-limit": stopped after TIME_LIMIT_FACTOR times the oracle's job time
+                "stopped": summary.stop_reason,
             }
         )
     return rows

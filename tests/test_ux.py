@@ -311,10 +311,32 @@ def test_profile_wording_without_a_meter_and_with_the_default_clock() -> None:
 
 def test_profile_csv_and_json_to_stdout(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = run("profile", "--items", "500", "--sizes", "1,4", "--batches", "2", "--warmup", "0", "--csv", "-")
+    result = run("profile", "--sizes", "1,4", "--batches", "2", "--warmup", "0", "--csv", "-")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0].startswith("clock_mhz,batch_size") and len(result.stdout.splitlines()) == 3
     assert "saturates" in result.stderr and not (tmp_path / "-").exists()
-    result = run("profile", "--items", "500", "--sizes", "1,4", "--batches", "2", "--json", "-")
+    result = run("profile", "--sizes", "1,4", "--batches", "2", "--json", "-")
     data = json.loads(result.stdout)
     assert len(data["rows"]) == 2 and data["saturation"] and "saturates" in result.stderr
+
+
+def test_profile_refuses_items_on_a_simulated_device() -> None:
+    # its points run --batches batches at each size: --items would set nothing there
+    result = run("profile", "--items", "500", "--sizes", "1,4", "--batches", "2")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "items: profile runs --batches 2 batches" in result.output
+
+
+def test_long_lists_of_allowed_values_are_shortened_in_messages() -> None:
+    from batchsizer.errors import describe_values
+
+    assert describe_values([1, 2, 4]) == "[1, 2, 4]"
+    assert describe_values(range(1, 257)) == "the whole numbers 1..256"
+    assert describe_values([*range(1, 13), 16, 20]) == "the 14 values [1, 2, 3, 4, 5, ..., 12, 16, 20]"
+    result = run("run", "--initial", "300", "--items", "10")
+    assert result.exit_code == 2 and "must be one of the whole numbers 1..256, got 300" in result.output
+
+
+def test_a_sim_device_without_a_gpu_name_is_refused() -> None:
+    result = run("run", "--device", "sim:", "--items", "10")
+    assert result.exit_code == 2 and "unknown simulated GPU 'sim:'" in result.output

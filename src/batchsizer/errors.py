@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -28,6 +29,18 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, A
     BaseException.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+def describe_values(values: Sequence[int]) -> str:
+    """Allowed values for a message: all of them when few, else a range or the first and last few
+    (a list of 256 sizes or 80 clock levels buries the message)."""
+    values = list(values)
+    if len(values) <= 12:
+        return str(values)
+    if values == list(range(values[0], values[-1] + 1)):
+        return f"the whole numbers {values[0]}..{values[-1]}"
+    head, tail = ", ".join(map(str, values[:5])), ", ".join(map(str, values[-3:]))
+    return f"the {len(values)} values [{head}, ..., {tail}]"
 
 
 class DeviceError(BatchSizerError):

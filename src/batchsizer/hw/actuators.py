@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from batchsizer.errors import ConfigError, DeviceError, UnsupportedError
+from batchsizer.errors import ConfigError, DeviceError, UnsupportedError, describe_values
 from batchsizer.hw.nvml import Gpu
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class GpuActuators:
         self._guard("setting the SM clock")
         levels = self.clock_levels()
         if levels and mhz not in levels:
-            raise ConfigError("clock", f"{mhz} MHz is not a supported SM clock of this GPU; choose from {list(levels)}")
+            raise ConfigError("clock", f"{mhz} MHz is not a supported SM clock of this GPU; choose from {describe_values(levels)}")
         if self.clock_mode in (None, "locked"):
             try:
                 self.gpu.set_locked_clocks(mhz, mhz)

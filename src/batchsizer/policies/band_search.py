@@ -11,7 +11,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from batchsizer.errors import ConfigError
+from batchsizer.errors import ConfigError, describe_values
 from batchsizer.policies.base import Controller, Decision, Observation, Setting
 
 
@@ -72,7 +72,7 @@ def start_position(levels: Sequence[int], start: int | None, field: str, unit: s
     """The 1-based position of ``start`` in ``levels`` (the first level when None)."""
     value = levels[0] if start is None else start
     if value not in levels:
-        raise ConfigError(field, f"must be one of {list(levels)}{unit}, got {value}")
+        raise ConfigError(field, f"must be one of {describe_values(levels)}{unit}, got {value}")
     return levels.index(value) + 1
 
 

@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from batchsizer.errors import ConfigError
+from batchsizer.errors import ConfigError, describe_values
 from batchsizer.policies.base import Controller, Decision, Observation, Setting, check_alpha, check_sizes
 
 #: the released code's sizes: every whole number 1..255
@@ -57,7 +57,7 @@ class BatchDvfs(Controller):
             raise ConfigError("decision period", f"must be a positive number of seconds, got {decision_s!r}")
         self.decision_s = float(decision_s)
         if initial_clock_mhz is not None and initial_clock_mhz not in self.levels:
-            raise ConfigError("initial clock", f"must be one of {list(self.levels)} MHz, got {initial_clock_mhz}")
+            raise ConfigError("initial clock", f"must be one of {describe_values(self.levels)} MHz, got {initial_clock_mhz}")
         self.clock_pos = (
             self.levels.index(initial_clock_mhz) if initial_clock_mhz is not None else len(self.levels) // 2
         )

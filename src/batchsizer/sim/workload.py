@@ -55,7 +55,7 @@ def open_table_workload(opts: WorkloadOptions) -> Workload:
 def open_sim_workload(opts: WorkloadOptions) -> Workload:
     """The simulated device named by ``opts.device`` and ``opts.items`` indices to run through it."""
     parts = opts.device.strip().split(":", 1)
-    rest = parts[1].strip().lower() if len(parts) > 1 and parts[1].strip() else "p40"
+    rest = parts[1].strip().lower() if len(parts) > 1 else "p40"
     if opts.items < 1:
         raise ConfigError("items", f"must be at least 1, got {opts.items}")
     if rest.startswith("zeus-"):

@@ -21,12 +21,18 @@ from typing import Any
 import click
 from rich.console import Console
 
-from batchsizer.cli.options import make_workload_options, parse_int_list, path_option, workload_options
+from batchsizer.cli.options import (
+    given_options,
+    make_workload_options,
+    parse_int_list,
+    path_option,
+    workload_options,
+)
 from batchsizer.core.batching import DynamicBatchStream
 from batchsizer.core.clock import VirtualClock
 from batchsizer.core.telemetry import measure
-from batchsizer.core.workloads import Workload, open_workload
-from batchsizer.errors import ConfigError, OutOfMemoryError, PermissionDeniedError, UnsupportedError
+from batchsizer.core.workloads import Workload, open_workload, options_kind
+from batchsizer.errors import ConfigError, OutOfMemoryError, PermissionDeniedError, UnsupportedError, describe_values
 from batchsizer.io.paths import is_stdout
 from batchsizer.io.records import write_json_atomic
 
@@ -276,7 +282,7 @@ def parse_clocks(text: str | None, levels: Sequence[int], withheld: str | None =
     values = parse_int_list(text, "clocks")
     bad = [c for c in values if levels and c not in levels]
     if bad:
-        raise ConfigError("clocks", f"{bad} not among this device's levels {list(levels)}")
+        raise ConfigError("clocks", f"{bad} not among this device's levels {describe_values(levels)}")
     return list(values)
 
 
@@ -318,6 +324,12 @@ def command(**kw: Any) -> None:
         raise ConfigError("batches", f"must be at least 1, got {kw['batches']}")
     if kw["warmup"] < 0:
         raise ConfigError("warmup", f"must be 0 or more, got {kw['warmup']}")
+    if "items" in given_options() and options_kind(kw["device"]) in ("sim", "table"):
+        raise ConfigError(
+            "items",
+            f"profile runs --batches {kw['batches']} batches (after --warmup {kw['warmup']}) at each size; "
+            f"on {kw['device']} --items has nothing to set (on a real device it is the pool of synthetic images)",
+        )
     err = is_stdout(kw["json_path"]) or is_stdout(kw["csv_path"])  # stdout carries the data
     console = Console(stderr=True)
     workload = open_workload(make_workload_options(**kw))
