@@ -8,7 +8,7 @@ import math
 import pytest
 
 from batchsizer.core.cap_rule import CapRule, judged
-from batchsizer.core.period_measure import PeriodMeasure, settled_peak
+from batchsizer.core.period_measure import PeriodMeasure, settled_mean, settled_peak, settled_window_peak
 from batchsizer.core.period_timer import PeriodTimer, SensorTiming, Window
 from batchsizer.core.reading_filter import CheckedReadings
 from batchsizer.core.telemetry import PowerSample, empty_window, summarize
@@ -75,3 +75,32 @@ def test_settled_peak_is_over_after_and_up_to_end() -> None:
     samples = [S(0.1, 5.0), S(0.2, 7.0), S(0.3, 6.0)]
     assert settled_peak(samples, 0.1, 0.3) == 7.0 and settled_peak(samples, 0.2, 0.3) == 6.0
     assert math.isnan(settled_peak(samples, 0.3, 0.3))
+
+
+def test_settled_mean_weights_each_reading_by_how_long_it_held() -> None:
+    samples = [S(0.0, 0.0), S(0.1, 100.0), S(0.4, 200.0)]
+    # after 0.0: 100 W held 0.3 s, 200 W held 0.1 s (to the end, 0.5 s)
+    assert settled_mean(samples, 0.0, 0.5) == pytest.approx(125.0)
+    assert math.isnan(settled_mean(samples, 0.4, 0.5))
+
+
+def test_the_window_bound_is_the_mean_for_short_batches_and_the_peak_for_long_ones() -> None:
+    # readings that alternate 50 W and 250 W: mean 150, highest 250
+    samples = [S(round(0.01 * k, 6), 50.0 if k % 2 else 250.0) for k in range(1, 101)]
+    assert settled_window_peak(samples, 0.0, 1.0, 0.0, 1.0) == pytest.approx(150.0, abs=2)
+    # a 0.1 s batch in a 1 s window: at most a tenth of the excess on top of the mean
+    assert settled_window_peak(samples, 0.0, 1.0, 0.1, 1.0) == pytest.approx(160.0, abs=2)
+    # a batch as long as the window, or longer: its peak
+    assert settled_window_peak(samples, 0.0, 1.0, 1.0, 1.0) == 250.0
+    assert settled_window_peak(samples, 0.0, 1.0, 3.0, 1.0) == 250.0
+    assert math.isnan(settled_window_peak(samples, 1.0, 1.0, 0.1, 1.0))
+
+
+def test_under_avg_a_clean_figure_needs_no_wait_for_the_rule_window() -> None:
+    # 0.3 s of readings under a 1 s rule: the period's setting is known once the sensor has settled
+    timing = SensorTiming(0.05, 0.0)
+    samples = [S(round(0.05 * k, 6), 100.0) for k in range(7)]
+    obs, _ = _observe(PeriodMeasure(CapRule(1.0), timing), samples, 0.0, 0.3)
+    assert obs.clean_peak_w == pytest.approx(100.0)
+    obs_peak, _ = _observe(PeriodMeasure(timing=timing), samples, 0.0, 0.3)
+    assert obs_peak.clean_peak_w == pytest.approx(100.0)

@@ -3,6 +3,12 @@
 Under the cap rule ``avg:S`` a period is judged by the rolling mean of the readings, which reaches
 back ``S`` seconds into the periods before it: :class:`PeriodMeasure` keeps those readings.
 Under ``peak`` the series judged is the readings themselves.
+
+What a period tells of its setting alone (``Observation.clean_peak_w``) comes from the readings
+that average only that setting: under ``peak`` their highest; under ``avg:S`` a bound on the
+highest S-second mean of the setting held, from their mean and highest, which a period knows as soon
+as the sensor has settled: it need not outlast the rule's window, so probing a setting costs no more
+under ``avg:S`` than under ``peak``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,32 @@ from batchsizer.core.types import Observation, Setting
 def settled_peak(samples: Sequence[PowerSample], after: float, end: float) -> float:
     """The highest reading published in (after, end]; NaN when there is none."""
     return max((s.watts for s in samples if after < s.t <= end), default=math.nan)
+
+
+def settled_mean(samples: Sequence[PowerSample], after: float, end: float) -> float:
+    """The time-weighted mean of the held readings over (after, end], counting only readings published
+    after ``after`` (each holds until the next, the last until ``end``); NaN when there is none."""
+    kept = [s for s in samples if after < s.t <= end]
+    if not kept:
+        return math.nan
+    area = span = 0.0
+    for s, nxt in zip(kept, [*kept[1:], None]):
+        hold = (nxt.t if nxt is not None else end) - s.t
+        area += s.watts * hold
+        span += hold
+    return area / span if span > 0 else kept[-1].watts
+
+
+def settled_window_peak(samples: Sequence[PowerSample], after: float, end: float, batch_s: float, window_s: float) -> float:
+    """A bound on the highest ``window_s`` rolling mean of the setting held alone, from its readings in
+    (after, end]: the mean of those readings plus ``min(1, P / window_s)`` of the highest one's excess
+    over it, ``P`` the batch time (a window holds whole batches at the mean and at most one batch's
+    worth more at the peak), so that batches longer than the window are judged by their peak."""
+    mean = settled_mean(samples, after, end)
+    peak = settled_peak(samples, after, end)
+    if not (math.isfinite(mean) and math.isfinite(peak)):
+        return math.nan
+    return mean + min(1.0, batch_s / window_s) * max(peak - mean, 0.0)
 
 
 class PeriodMeasure:
@@ -62,8 +94,14 @@ class PeriodMeasure:
         in_period = [s.watts for s in series if s.t > period.start]
         peak = pw.peak_w if rule.is_peak or not in_period else max(in_period)
         # a reading counts for this period's setting only once all it averages (the sensor's window
-        # and delay, one update of phase, the rule's window) lies inside the period
-        clean_after = period.start + (self.timing.check_every or 0.0) + self.timing.window_s + rule.window_s
+        # and delay, one update of phase) lies inside the period
+        clean_after = period.start + (self.timing.check_every or 0.0) + self.timing.window_s
+        if rule.is_peak:
+            clean = settled_peak(series, clean_after, now)
+        else:
+            clean = settled_window_peak(
+                reading.samples, clean_after, now, (now - period.start) / max(period.batches, 1), rule.window_s
+            )
         return Observation(
             period=index,
             start=period.start,
@@ -78,7 +116,7 @@ class PeriodMeasure:
             update_period_s=self.timing.update_period_s,
             stopped_on_violation=period.stopped,
             period_cap_w=period_cap_w,
-            clean_peak_w=settled_peak(series, clean_after, now) if pw.valid else math.nan,
+            clean_peak_w=clean if pw.valid else math.nan,
             sensor_window_s=self.timing.window_s,
             cap_rule_window_s=rule.window_s,
             size_limit=size_limit,

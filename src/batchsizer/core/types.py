@@ -46,9 +46,10 @@ class Observation:
     stopped_on_violation: bool = False
     #: the cap in force during the period (``cap_w`` is the one for the next period); NaN if not told
     period_cap_w: float = math.nan
-    #: the highest value, by the cap rule, of the readings that average only this period's setting
-    #: (published after the sensor's window, delay and the rule's window had passed since the period
-    #: began); NaN when the period was too short to have one
+    #: this period's setting alone, by the cap rule, from the readings that average only it (published
+    #: after the sensor's window, delay and one update had passed since the period began): under peak
+    #: the highest of them; under avg:S a bound on the highest S-second mean of the setting held, from
+    #: their mean and highest (``period_measure.settled_window_peak``). NaN when there was none
     clean_peak_w: float = math.nan
     #: how far back one reading looks (the sensor's averaging window and delay, s); 0 if unknown
     sensor_window_s: float = 0.0

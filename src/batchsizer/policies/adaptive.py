@@ -184,7 +184,7 @@ class Adaptive(Controller):
             return Decision(self._setting(), "no-reading")
         if obs.update_period_s is not None and math.isfinite(obs.update_period_s):
             self._update_s = max(float(obs.update_period_s), 0.0)
-        self._settle_s = self._update_s + obs.sensor_window_s + obs.cap_rule_window_s
+        self._settle_s = self._update_s + obs.sensor_window_s
         # a sensor whose window is shorter than its update period sees only part of the time: a period
         # needs more updates before its highest reading is likely to have caught the batches' peak
         if self._update_s > 0 and 0 < obs.sensor_window_s < self._update_s:
