@@ -20,7 +20,8 @@ after the design is frozen (docs/controllers.md says which draws were reported).
         [--json benchmarks/families.json]
 
 Prints one row per (family, controller): mean and worst share of the oracle over runs where some
-setting meets the cap, time over the cap by the sensor and by true power, the longest violation in
+setting meets the cap, the mean share over each job's last quarter (``late``: what it settled on, the
+cost of exploring left out), time over the cap by the sensor and by true power, the longest violation in
 control periods, and energy above the cap (under ``avg:S`` also ``/env``: the mean share of the
 envelope, the limit of a controller that alternates two settings); writes every run as JSON.
 """
@@ -219,21 +220,31 @@ def cases(family: str, split: str, draw_seed: int, per_family: int, items: int, 
     return out
 
 
-class TimeLimit(LoopObserver):
-    """Stops a job (``stop_reason`` "time-limit") once its device time passes ``limit_s``."""
+class JobWatch(LoopObserver):
+    """Stops a job (``stop_reason`` "time-limit") once its device time passes ``limit_s``, and keeps
+    each period's span and items, for the throughput of the job's last quarter."""
 
     def __init__(self, limit_s: float) -> None:
         self.limit_s = limit_s
         self.stop_event = threading.Event()
         self.stop_event.reason = "time-limit"  # type: ignore[attr-defined]  # the loop records it
-        self._start: float | None = None
+        self.periods: list[tuple[float, float, int]] = []
 
     def on_period(self, record: PeriodRecord) -> None:
         o = record.observation
-        if self._start is None:
-            self._start = o.start
-        if o.end - self._start > self.limit_s:
+        self.periods.append((o.start, o.end, o.items))
+        if o.end - self.periods[0][0] > self.limit_s:
             self.stop_event.set()
+
+    def late_throughput(self) -> float:
+        """Items per second over the periods that began in the job's last quarter (what it settled on,
+        with the cost of exploring left out); NaN for a job of no periods."""
+        if not self.periods:
+            return math.nan
+        start, end = self.periods[0][0], self.periods[-1][1]
+        late = [p for p in self.periods if p[0] >= start + 0.75 * (end - start)] or self.periods[-1:]
+        span = sum(b - a for a, b, _ in late)
+        return sum(n for _, _, n in late) / span if span > 0 else math.nan
 
 
 def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
@@ -248,8 +259,8 @@ def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
             ctrl = make_controller(name, device.knobs)
         except BatchSizerError:
             continue  # e.g. dvfs on a device without clocks
-        limit = TimeLimit(TIME_LIMIT_FACTOR * case.items / oracle.throughput if oracle.throughput > 0 else math.inf)
-        loop = ControlLoop(device, ctrl, ConstantCap(case.cap_w), WINDOW, [limit], limit.stop_event, cap_rule=rule)
+        watch = JobWatch(TIME_LIMIT_FACTOR * case.items / oracle.throughput if oracle.throughput > 0 else math.inf)
+        loop = ControlLoop(device, ctrl, ConstantCap(case.cap_w), WINDOW, [watch], watch.stop_event, cap_rule=rule)
         summary = loop.run(DynamicBatchStream(range(case.items)))
         device.close()
         true = summary.true_power or {}
@@ -265,6 +276,8 @@ def run_case(args: tuple[Case, tuple[str, ...], str]) -> list[dict[str, Any]]:
                 "oracle": oracle.throughput,
                 "oracle_clean": oracle.clean,
                 "fraction": summary.throughput / oracle.throughput if oracle.throughput > 0 else math.nan,
+                # the last quarter of the job: the setting it settled on, the cost of exploring left out
+                "late_fraction": watch.late_throughput() / oracle.throughput if oracle.throughput > 0 else math.nan,
                 # under avg:S, the limit of a controller that alternates two settings (the upper concave
                 # envelope of the settings' mean power and throughput at the cap); NaN under peak
                 "envelope": envelope,
@@ -287,6 +300,7 @@ def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rs = [r for r in rows if r["family"] == fam and r["controller"] == ctrl]
         fr = [r["fraction"] for r in rs if r["oracle_clean"] and math.isfinite(r["fraction"])]
         fe = [r["fraction_envelope"] for r in rs if r["oracle_clean"] and math.isfinite(r.get("fraction_envelope", math.nan))]
+        fl = [r["late_fraction"] for r in rs if r["oracle_clean"] and math.isfinite(r.get("late_fraction", math.nan))]
         out.append(
             {
                 "family": fam,
@@ -295,6 +309,7 @@ def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean": statistics.fmean(fr) if fr else math.nan,
                 "worst": min(fr) if fr else math.nan,
                 "mean_envelope": statistics.fmean(fe) if fe else math.nan,
+                "mean_late": statistics.fmean(fl) if fl else math.nan,
                 "over_pct": statistics.fmean(r["over_pct"] for r in rs),
                 "true_over_pct": statistics.fmean(r["true_over_pct"] for r in rs),
                 "longest_periods": max(r["longest_periods"] for r in rs),
@@ -342,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = table(rows)
     print(f"split {a.split}, rule {a.rule}, {len(todo)} jobs")
     env = CapRule.parse(a.rule).window_s > 0
-    print(f"{'family':12} {'controller':11} {'runs':>4} {'mean':>6} {'worst':>6} {'over%':>6} {'true%':>6} {'long':>5} {'E>cap J':>8}"
+    print(f"{'family':12} {'controller':11} {'runs':>4} {'mean':>6} {'worst':>6} {'late':>6} {'over%':>6} {'true%':>6} {'long':>5} {'E>cap J':>8}"
           + (f" {'/env':>6}" if env else ""))  # fmt: skip
     for s in summary:
-        print(f"{s['family']:12} {s['controller']:11} {s['runs']:4d} {s['mean']:6.3f} {s['worst']:6.3f} {s['over_pct']:6.2f} "
+        print(f"{s['family']:12} {s['controller']:11} {s['runs']:4d} {s['mean']:6.3f} {s['worst']:6.3f} {s['mean_late']:6.3f} {s['over_pct']:6.2f} "
               f"{s['true_over_pct']:6.2f} {s['longest_periods']:5.1f} {s['energy_over_j']:8.1f}"
               + (f" {s['mean_envelope']:6.3f}" if env else ""))  # fmt: skip
     if a.json:
