@@ -234,14 +234,22 @@ def test_model_or_dataset_that_no_worker_takes_is_an_error(tmp_path) -> None:
     them (every worker a table, or every --gpu naming its own) they are an error, not silently ignored;
     with one worker that takes them they run."""
     table = f"table:{write_table(tmp_path / 't.csv')}"
+    # a fleet file whose simulated workers name their models: --model would set nothing
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text('[[worker]]\ndevice = "sim:p40"\nmodel = "mobv2"\n[[worker]]\ndevice = "sim:v100:res50"\n')
     for args, says in (
         (["--gpu", table, "--model", "res50"], "model: is for simulated GPU workers"),
         (["--gpu", table, "--dataset", "imagenet"], "dataset: is for simulated GPU workers"),
-        (["--gpu", "sim:p40:mobv2", "--model", "res50"], "every --gpu here names its model"),
-        (["--gpu", "sim:p40:mobv2@imagenet", "--dataset", "caltech"], "every --gpu here names its dataset"),
+        (["--gpu", "sim:p40:mobv2", "--model", "res50"], "every simulated worker here names its model"),
+        (["--gpu", "sim:p40:mobv2@imagenet", "--dataset", "caltech"], "every simulated worker here names its dataset"),
+        (["--fleet", str(fleet_file), "--model", "res50"], "every simulated worker here names its model"),
     ):
         r = fleet(*args, "--budget", "300", "--items", "50")
         assert r.exit_code == 2 and says in r.output, (args, r.output)
     ok = fleet("--gpu", table, "--gpu", "sim:p40", "--model", "mobv2", "--budget", "400", "--items", "50",
                "--json", str(tmp_path / "s.json"))  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    # in a fleet file, a worker that names no model takes --model
+    fleet_file.write_text('[[worker]]\ndevice = "sim:p40"\n[[worker]]\ndevice = "sim:v100:res50"\n')
+    ok = fleet("--fleet", str(fleet_file), "--model", "mobv2", "--budget", "400", "--items", "50")
     assert ok.exit_code == 0, ok.output

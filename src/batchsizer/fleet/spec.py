@@ -48,6 +48,8 @@ class GpuSpec:
     name: str | None = None
     device: str = ""
     job: str | None = None
+    #: which of ``model`` and ``dataset`` came from the command's defaults (the worker named neither)
+    defaults_used: frozenset[str] = frozenset()
 
     @property
     def table(self) -> bool:
@@ -140,9 +142,11 @@ def parse_gpu(text: str, model: str, dataset: str, index: int = 0) -> GpuSpec:
     gpu = parts[1].strip().lower()
     if gpu not in GPUS:
         raise ConfigError("gpu", f"unknown simulated GPU {parts[1]!r} in {text!r}; choose one of {', '.join(GPUS)}")
-    m = parts[2] if len(parts) == 3 and parts[2] else model
+    named_model = len(parts) == 3 and bool(parts[2])
+    m = parts[2] if named_model else model
     d = ds or dataset
-    return GpuSpec(gpu, get_model(m).abbr, get_dataset(d).name)
+    used = frozenset(k for k, named in (("model", named_model), ("dataset", bool(ds))) if not named)
+    return GpuSpec(gpu, get_model(m).abbr, get_dataset(d).name, defaults_used=used)
 
 
 def load_fleet_file(path: Path, model: str, dataset: str) -> list[GpuSpec]:
@@ -193,7 +197,7 @@ def load_fleet_file(path: Path, model: str, dataset: str) -> list[GpuSpec]:
         if items is not None and (isinstance(items, bool) or not isinstance(items, int) or items < 1):
             raise ConfigError("fleet", f"{p}: worker {k} items must be a whole number of at least 1, got {items!r}")
         out.append(GpuSpec(base.gpu, base.model, base.dataset, weight, items, name, base.device,
-                           job.strip() if job is not None else None))
+                           job.strip() if job is not None else None, base.defaults_used - set(w)))
     return out
 
 

@@ -9,46 +9,23 @@ from typing import Any
 import click
 
 from batchsizer.cli.options import make_cap_source, path_option
+from batchsizer.core.cap_rule import CapRule
 from batchsizer.errors import ConfigError
 from batchsizer.io.config import config_option
 from batchsizer.policies import CONTROLLERS, DEFAULT_CONTROLLER
 
 
-def _check_defaults_used(kw: dict, specs: list) -> None:
+def _check_defaults_used(specs: list) -> None:
     """--model / --dataset given on the command line but no worker takes it (every worker plays a table,
-    or names its own): an error, not an option silently ignored."""
+    or names its own, on --gpu or in the fleet file): an error, not an option silently ignored."""
     ctx = click.get_current_context()
     for opt in ("model", "dataset"):
         if ctx.get_parameter_source(opt) is not click.core.ParameterSource.COMMANDLINE:
             continue
-        sims = [s for s in specs if not s.device]
-        if not sims:
+        if all(s.table for s in specs):
             raise ConfigError(opt, "is for simulated GPU workers that name none, and every worker here plays a measured table")
-        if kw["gpus"] and not kw["fleet_file"]:
-            texts = [g for g, s in zip(kw["gpus"], specs) if not s.device]
-            named = [("@" in t) if opt == "dataset" else (len(t.partition("@")[0].split(":")) >= 3) for t in texts]
-            if all(named):
-                raise ConfigError(opt, f"is for simulated GPU workers that name none, and every --gpu here names its {opt}")
-
-
-def _rule_window(text: str) -> float:
-    """``peak`` -> 0, ``avg:S`` -> S (the project's CapRule where it exists, the same syntax otherwise)."""
-    try:
-        from batchsizer.core.cap_rule import CapRule  # type: ignore[import-not-found]
-
-        return float(CapRule.parse(text).window_s)
-    except ModuleNotFoundError:
-        raw = text.strip().lower()
-        if raw == "peak":
-            return 0.0
-        head, _, tail = raw.partition(":")
-        try:
-            seconds = float(tail.rstrip("s")) if head == "avg" else -1.0
-        except ValueError:
-            seconds = -1.0
-        if 0 < seconds <= 3600:
-            return seconds
-        raise ConfigError("cap rule", f"must be peak or avg:SECONDS (e.g. avg:1), got {text!r}") from None
+        if not any(opt in s.defaults_used for s in specs):
+            raise ConfigError(opt, f"is for simulated GPU workers that name none, and every simulated worker here names its {opt}")
 
 
 def _faults(texts: tuple[str, ...], names: list[str]) -> tuple[dict[str, float], dict[str, float]]:
@@ -127,7 +104,7 @@ def command(**kw: Any) -> None:
         specs = [parse_gpu(g, kw["model"], kw["dataset"], index=i) for i, g in enumerate(kw["gpus"])]
     else:
         raise ConfigError("gpu", "a fleet needs workers: --gpu sim:GPU or --gpu table:PATH.csv (repeated) or --fleet FILE")
-    _check_defaults_used(kw, specs)
+    _check_defaults_used(specs)
     if all(kw[k] is None for k in ("budget", "budget_schedule", "budget_file")):
         raise ConfigError("budget", "give the fleet's budget: --budget W, --budget-schedule or --budget-file")
     try:
@@ -135,7 +112,7 @@ def command(**kw: Any) -> None:
                                  names=("--budget", "--budget-schedule", "--budget-file"))  # fmt: skip
     except ConfigError as exc:
         raise ConfigError("budget", exc.problem if hasattr(exc, "problem") else str(exc)) from None
-    rule_window = _rule_window(kw["cap_rule"])
+    rule_window = CapRule.parse(kw["cap_rule"]).window_s
     if not 0 <= kw["reserve"] < 0.5:
         raise ConfigError("reserve", f"must be a share from 0 to below 0.5, got {kw['reserve']}")
     if kw["controller"] not in CONTROLLERS:
