@@ -36,6 +36,7 @@ def test_faults_outputs_records_and_plot(tmp_path) -> None:
     assert held and all(c == 125.0 for c in held)  # held at its lowest cap
     for key in ("throughput", "over_budget_fraction", "worst_overshoot_w"):
         assert key in s
+    assert isinstance(s["budget_w"], float) and s["budget"] == f"{s['budget_w']:g} W"  # a number, and in words
     assert s["workers"]["v100-1"]["summary"]["items"] > 0
     assert (rec / "fleet.jsonl").is_file() and (rec / "p40-0.jsonl").is_file()
     assert (tmp_path / "fig" / "budget.png").stat().st_size > 0
@@ -115,3 +116,8 @@ def test_records_in_a_folder_that_does_not_exist_is_an_error_not_new_folders(tmp
                                  "--records", str(tmp_path / "no" / "rec")])  # fmt: skip
     assert r.exit_code == 2 and r.output.strip().startswith("error: records:"), r.output
     assert not (tmp_path / "no").exists()
+
+
+def test_config_help_gives_an_example_key_of_its_own_command() -> None:
+    assert "e.g. budget = 900" in CliRunner().invoke(cli, ["fleet", "--help"]).output
+    assert "e.g. cap = 150" in CliRunner().invoke(cli, ["run", "--help"]).output

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchsizer.core.caps import CapSource
+from batchsizer.core.caps import CapSource, ConstantCap
 from batchsizer.errors import ConfigError
 from batchsizer.fleet.accounting import BudgetAccount
 from batchsizer.fleet.allocator import Allocation, WorkerView, allocate, concave_envelope, curve_at
@@ -507,6 +507,8 @@ class Fleet:
         return {
             "allocator": self.options.allocator,
             "budget": repr(self.budget),
+            # the budget in watts where it is one constant (a schedule or a file: null, "budget" says it)
+            "budget_w": self.budget.watts if isinstance(self.budget, ConstantCap) else None,
             "cap_rule": "peak" if self.options.rule_window_s <= 0 else f"avg:{self.options.rule_window_s:g}",
             "backend": getattr(self.backend, "name", "?"),
             "stop_reason": stop_reason,

@@ -111,8 +111,9 @@ def _apply(ctx: click.Context, param: click.Parameter, value: Path | None) -> Pa
     return value
 
 
-def config_option(f: F) -> F:
-    """Adds ``--config FILE`` (read before every other option, so the file supplies their defaults)."""
+def config_option(example: str) -> Callable[[F], F]:
+    """``--config FILE`` (read before every other option, so the file supplies their defaults); ``example``
+    is one of the command's own keys for the help (``cap = 150`` for run, ``budget = 900`` for fleet)."""
     return click.option(
         "--config",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -120,5 +121,5 @@ def config_option(f: F) -> F:
         is_eager=True,
         expose_value=False,
         callback=_apply,
-        help="TOML file of option values (keys are the option names, e.g. cap = 150); command-line flags win [default: none].",
-    )(f)
+        help=f"TOML file of option values (keys are the option names, e.g. {example}); command-line flags win [default: none].",
+    )

@@ -47,7 +47,7 @@ def _faults(texts: tuple[str, ...], names: list[str]) -> tuple[dict[str, float],
 
 
 @click.command()
-@config_option
+@config_option("budget = 900")
 @click.option("--gpu", "gpus", multiple=True,
               help="A worker (repeat it): sim:GPU[:MODEL[@DATASET]], e.g. sim:h100:mobv2@imagenet, or a measured table as for "
                    "run --device: table:PATH.csv[:SELECTOR], sim:zeus-<v100|a40>:NETWORK[@DATASET] [default: none, --fleet].")

@@ -48,7 +48,7 @@ DEFAULT_CAP_W = 200.0
 
 
 @click.command()
-@config_option
+@config_option("cap = 150")
 @workload_options
 @cap_options
 @controller_options
