@@ -168,6 +168,7 @@ def test_classify_answers_deterministic_simulated_classes(server):
 
 
 def test_bad_requests_get_their_status(server):
+    before = server.engine.figures()["requests"]["bad_request"]
     with httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.post("/v1/classify", content=b"hello", headers={"content-type": "text/plain"}).status_code == 415
         assert c.post("/v1/classify", content=b"hello").status_code == 415  # no content type
@@ -178,6 +179,8 @@ def test_bad_requests_get_their_status(server):
         assert c.post("/v1/classify", content=b"{", headers={"content-type": "application/json"}).status_code == 400
         big = b"\x89PNG\r\n\x1a\n" + b"\0" * (70 * 1024)
         assert c.post("/v1/classify", content=big, headers={"content-type": "image/png"}).status_code == 413
+    # and the summary counts them
+    assert server.engine.figures()["requests"]["bad_request"] - before == 7
 
 
 def test_cap_control_needs_the_token_and_a_valid_cap(server):

@@ -81,6 +81,7 @@ def create_app(engine: ServingEngine, settings: AppSettings, metrics: ServerMetr
                 payload = await asyncio.get_running_loop().run_in_executor(None, settings.to_payload, data)
         except BadRequest as exc:
             metrics.answered("bad_request")
+            engine.bad_request()
             return _error(exc.status, exc.message)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()

@@ -137,12 +137,12 @@ class LatencyStats:
 
     def __init__(self, keep: int = 200_000) -> None:
         self.recent: deque[float] = deque(maxlen=keep)
-        self.outcomes: dict[str, int] = {"ok": 0, "rejected": 0, "failed": 0}
+        self.outcomes: dict[str, int] = {"ok": 0, "rejected": 0, "failed": 0, "bad_request": 0}
         self.within_slo = 0
         self.lock = threading.Lock()
 
     def add(self, outcome: str, latency_s: float | None = None, slo_s: float = math.inf) -> None:
-        """Count one outcome (``ok``, ``rejected``, ``failed``) and keep its latency, noting if within ``slo_s``."""
+        """Count one outcome (``ok``, ``rejected``, ``failed``, ``bad_request``) and keep its latency, noting if within ``slo_s``."""
         with self.lock:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
             if latency_s is not None:
@@ -302,6 +302,10 @@ class ServingEngine:
         if request is None:
             self.latency.add("rejected")
         return verdict, request
+
+    def bad_request(self) -> None:
+        """Count a request refused as malformed (400, 413, 415), which never reached the queue."""
+        self.latency.add("bad_request")
 
     # figures -----------------------------------------------------------------------------------
     def figures(self) -> dict[str, Any]:

@@ -244,7 +244,7 @@ def run_server(opts: ServeOptions, sock: socket.socket) -> None:
     lat = doc["latency"]
     click.echo(
         f"requests: {lat['requests'].get('ok', 0)} ok, {lat['requests'].get('rejected', 0)} rejected, "
-        f"{lat['requests'].get('failed', 0)} failed; latency p50 {_ms(lat['p50_ms'])}, p99 {_ms(lat['p99_ms'])}"
+        f"{lat['requests'].get('failed', 0)} failed, {lat['requests'].get('bad_request', 0)} bad; latency p50 {_ms(lat['p50_ms'])}, p99 {_ms(lat['p99_ms'])}"
     )
     if engine.error is not None:
         raise ConfigError("device", f"the control loop stopped: {engine.error}")
