@@ -340,3 +340,11 @@ def test_long_lists_of_allowed_values_are_shortened_in_messages() -> None:
 def test_a_sim_device_without_a_gpu_name_is_refused() -> None:
     result = run("run", "--device", "sim:", "--items", "10")
     assert result.exit_code == 2 and "unknown simulated GPU 'sim:'" in result.output
+
+
+def test_a_job_often_over_a_cap_it_could_meet_says_so() -> None:
+    # Algorithm 1 on sizes 1, 16, 256 at 200 W: 16 reads under alpha * cap, so it steps up to 256, over
+    result = run("run", "--controller", "batchsizer", "--sizes", "1,16,256", "-q")
+    assert result.exit_code == 0, result.output
+    assert "kept returning to settings over it" in result.output and "adaptive, holds only" in result.output
+    assert "kept returning" not in run("run", "-q", "--items", "3000").output

@@ -66,3 +66,21 @@ class CapWatch:
             f"cap NOT met in {r['periods']} period(s): at batch size {r['batch_size']} the peak reached "
             f"{r['peak_w']:.0f} W against a {r['cap_w']:g} W cap (+{r['excess_w']:.0f} W)"
         )
+
+
+#: time over the cap (by the sensor) past which a job that met it at times says so in its summary
+OFTEN_OVER_SHARE = 0.05
+
+
+def often_over_note(over_fraction: float, violations: int, controller: str) -> str | None:
+    """One line for the summary of a job over the cap ``over_fraction`` of its time although the cap
+    could be met (else CapWatch says so): the controller kept returning to settings over it, as
+    Algorithm 1 does on a coarse size list. None under OFTEN_OVER_SHARE."""
+    if not over_fraction > OFTEN_OVER_SHARE:
+        return None
+    hint = "" if controller == "adaptive" else "; the default controller, adaptive, holds only settings measured under it"
+    return (
+        f"over the cap {100 * over_fraction:.1f}% of the time ({violations} violations): {controller} kept "
+        f"returning to settings over it{hint}"
+    )
+

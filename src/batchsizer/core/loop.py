@@ -20,7 +20,7 @@ from batchsizer.core.batch_runner import BatchRunner
 from batchsizer.core.batching import DynamicBatchStream
 from batchsizer.core.cap_rule import PEAK, CapRule
 from batchsizer.core.cap_rule import over as over_cap
-from batchsizer.core.cap_watch import CapWatch
+from batchsizer.core.cap_watch import CapWatch, often_over_note
 from batchsizer.core.caps import CapSchedule, CapSource, ConstantCap
 from batchsizer.core.controller import Controller
 from batchsizer.core.device import Device
@@ -233,5 +233,7 @@ class ControlLoop:
         self.runner.fill(summary)
         summary.cap_not_met = self.cap_watch.result()
         cap_note = self.cap_watch.note()
+        if cap_note is None and summary.power_measured:
+            cap_note = often_over_note(summary.over_cap_fraction, summary.violations, self.controller.name)
         if cap_note is not None:
             summary.notes.append(cap_note)
