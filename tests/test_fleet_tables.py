@@ -253,3 +253,17 @@ def test_model_or_dataset_that_no_worker_takes_is_an_error(tmp_path) -> None:
     fleet_file.write_text('[[worker]]\ndevice = "sim:p40"\n[[worker]]\ndevice = "sim:v100:res50"\n')
     ok = fleet("--fleet", str(fleet_file), "--model", "mobv2", "--budget", "400", "--items", "50")
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_relative_table_path_in_a_fleet_file_is_taken_from_the_files_folder(tmp_path, monkeypatch) -> None:
+    """``device = "table:t.csv"`` in conf/fleet.toml means conf/t.csv, wherever the command runs from."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write_table(conf / "t.csv")
+    (conf / "fleet.toml").write_text('[[worker]]\ndevice = "table:t.csv"\n\n[[worker]]\ndevice = "sim:p40"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = fleet("--fleet", str(conf / "fleet.toml"), "--budget", "400", "--items", "200", "--json", "s.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((elsewhere / "s.json").read_text())["workers"]["table-0"]["items_committed"] > 0

@@ -8,7 +8,8 @@ parse is one error naming the worker before anything runs.
 
 A fleet file lists workers as ``[[worker]]`` tables with ``device``, and optionally ``model``,
 ``dataset`` (simulated GPUs only), ``items`` (the number of items of that worker's job), ``weight``
-(its throughput counts this much in the total), ``name`` and ``job``. Jobs: workers with the same
+(its throughput counts this much in the total), ``name`` and ``job``. A table's relative path is
+taken from the fleet file's folder. Jobs: workers with the same
 ``job`` share one queue of items; without one, simulated GPUs with the same model and data set
 share one (``model@dataset``), and table workers naming the same table (the same device text, case
 aside) share one, never with a simulated GPU.
@@ -91,24 +92,28 @@ def _table_prefix(text: str) -> str:
     return head if head.startswith("zeus-") else "table"
 
 
-def _absolute(text: str) -> str:
-    """``table:PATH[:SELECTOR]`` with PATH made absolute (a ``sim:zeus-`` name as it is)."""
+def _absolute(text: str, base: Path | None = None) -> str:
+    """``table:PATH[:SELECTOR]`` with PATH made absolute, a relative one taken from ``base`` (the fleet
+    file's folder) or else the working folder; a ``sim:zeus-`` name as it is."""
     if not text.strip().lower().startswith("table:"):
         return text.strip()
     from batchsizer.sim.table_plant import parse_table_name
 
     path, selector = parse_table_name(text)
+    if base is not None and not path.is_absolute():
+        path = base / path
     return f"table:{path.resolve()}" + (f":{selector}" if selector else "")
 
 
-def parse_table(text: str, worker: str) -> GpuSpec:
+def parse_table(text: str, worker: str, base: Path | None = None) -> GpuSpec:
     """A table worker: the table read and checked once (ConfigError naming ``worker`` and the problem;
-    DataUnavailable, with ``run``'s message, for a ``sim:zeus-`` name when the shipped data is absent)."""
+    DataUnavailable, with ``run``'s message, for a ``sim:zeus-`` name when the shipped data is absent).
+    A relative path is taken from ``base`` where given (a fleet file's folder)."""
     from batchsizer.io.shared_data import DataUnavailable
 
     raw = text.strip()
     try:
-        device = _absolute(raw)
+        device = _absolute(raw, base)
         opened = open_table(device)
     except DataUnavailable as exc:
         raise DataUnavailable(f"worker {worker} ({raw}): {exc}") from None
@@ -187,7 +192,7 @@ def load_fleet_file(path: Path, model: str, dataset: str) -> list[GpuSpec]:
                 raise ConfigError("fleet", f"{p}: worker {k}: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to simulated GPUs only; a "
                                   f"table worker ({device}) plays its table")
             try:
-                base = parse_table(device, name or f"{_table_prefix(device)}-{k - 1}")
+                base = parse_table(device, name or f"{_table_prefix(device)}-{k - 1}", p.parent)
             except ConfigError as exc:
                 raise ConfigError("fleet", f"{p}: {exc.problem}") from None
         else:
