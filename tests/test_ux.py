@@ -348,3 +348,18 @@ def test_a_job_often_over_a_cap_it_could_meet_says_so() -> None:
     assert result.exit_code == 0, result.output
     assert "kept returning to settings over it" in result.output and "adaptive, holds only" in result.output
     assert "kept returning" not in run("run", "-q", "--items", "3000").output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "--cap", "abc"], "error: Invalid value for '--cap': 'abc' is not a valid float. (see '"),
+        (["run", "--bogus"], "error: No such option '--bogus'"),
+        (["runn"], "error: No such command 'runn'. (see '"),
+        (["load"], "error: Missing argument 'URL'."),
+    ],
+)
+def test_click_usage_errors_are_one_line_too(args: list[str], says: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(says), result.stderr

@@ -52,6 +52,10 @@ class _Commands(click.Group):
         except BatchSizerError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except click.UsageError as exc:  # an unknown option or a value of the wrong type: one line too
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            ctx.exit(exc.exit_code)
 
 
 def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
