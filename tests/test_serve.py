@@ -249,6 +249,8 @@ def test_load_generator_open_loop_against_the_server(server, tmp_path):
         for key in ("rate", "sent", "ok", "rejected", "failed", "p50_ms", "p99_ms", "goodput"):
             assert key in r
         assert r["sent"] > 0 and r["ok"] + r["rejected"] + r["failed"] == r["sent"] and r["failed"] == 0
+        # the same time base: answers within the SLO per second are some of the answers per second
+        assert r["goodput"] == pytest.approx(r["achieved_rate"] * r["within_slo"] / r["ok"])
     assert "p99 ms" in result.output
 
 

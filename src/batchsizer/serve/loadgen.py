@@ -19,7 +19,8 @@ from batchsizer.errors import ConfigError
 class RateResult:
     """What one offered rate got: counts by outcome, latency percentiles (ms), achieved rate and goodput.
 
-    ``achieved_rate`` is answered requests per second; ``goodput`` those answered within the SLO per second.
+    ``achieved_rate`` is answered requests per second; ``goodput`` those answered within the SLO per second;
+    both per second of the run, from the first scheduled send to the last answer (or time-out).
     """
 
     rate: float
@@ -139,7 +140,6 @@ async def run_rate(
                 failed("no answer in time")
         elapsed = max(time.monotonic() - start, 1e-9)
     within = sum(1 for x in latencies if x <= slo_s)
-    span = max(duration_s, 1e-9)
     return RateResult(
         rate=rate,
         duration_s=duration_s,
@@ -152,7 +152,7 @@ async def run_rate(
         p95_ms=_pct(latencies, 95),
         p99_ms=_pct(latencies, 99),
         achieved_rate=counts["ok"] / elapsed,
-        goodput=within / span,
+        goodput=within / elapsed,
         failures=failures,
     )
 
