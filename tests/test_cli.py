@@ -302,3 +302,23 @@ def test_power_limit_is_the_hardware_limit_baseline(tmp_path: Path) -> None:
     assert results["limit"]["throughput"] < 0.95 * results["none"]["throughput"]
     bad = CliRunner().invoke(cli, ["run", "-q", "--power-limit", "20"])
     assert bad.exit_code == 2 and "power limit: Tesla P40 accepts 125 to 250 W, got 20" in bad.stderr
+
+
+def test_time_scale_runs_a_simulated_job_in_real_time_so_a_cap_file_can_be_edited(tmp_path: Path) -> None:
+    """--time-scale 1: the P40's 300-item job lasts its simulated ~2 s of wall time, and a cap file
+    edited half-way through is the cap from then on."""
+    import threading
+    import time
+
+    cap, js, rec = tmp_path / "cap", tmp_path / "s.json", tmp_path / "r.jsonl"
+    cap.write_text("200\n")
+    threading.Timer(0.8, lambda: cap.write_text("150\n")).start()
+    t0 = time.monotonic()
+    result = invoke("run", "--items", "300", "-q", "--time-scale", "1", "--cap-file", str(cap), "--json", str(js),
+                    "--records", str(rec))  # fmt: skip
+    wall = time.monotonic() - t0
+    assert result.exit_code == 0, result.output
+    s = json.loads(js.read_text())
+    assert wall >= 0.9 * s["duration_s"] and s["duration_s"] > 1.0 and s["time_scale"] == 1.0
+    events = [json.loads(line) for line in rec.read_text().splitlines() if '"event"' in line]
+    assert any(e["kind"] == "cap" and e["new"] == 150.0 for e in events), events

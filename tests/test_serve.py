@@ -310,7 +310,7 @@ def test_sigterm_answers_everything_queued_and_exits_0(tmp_path):
 
 def test_realtime_sim_device_waits_the_simulated_time():
     from batchsizer.core.batching import Batch
-    from batchsizer.serve.realtime import RealtimeSimDevice
+    from batchsizer.sim.realtime import RealtimeSimDevice
 
     sim = make_sim_device("p40", "res152", "imagenet", host_scale=0.1)
     dev = RealtimeSimDevice(sim)

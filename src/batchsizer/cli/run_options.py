@@ -47,6 +47,8 @@ class RunOptions:
     save_outputs: Path | None = None
     resume: bool = False
     power_limit: float | None = None
+    #: simulated and table devices: real seconds per simulated second (None: as fast as the CPU runs)
+    time_scale: float | None = None
     cap_rule: str = "peak"
     strict: bool = False
     #: the options the user set (command line, environment, --config), by parameter name

@@ -109,8 +109,8 @@ def capped_classifier(
     @serve.deployment(**{"max_ongoing_requests": 1024, **deployment_options})
     class PowerCappedClassifier:
         def __init__(self) -> None:
-            from batchsizer.serve.realtime import RealtimeSimDevice
             from batchsizer.sim import make_sim_device
+            from batchsizer.sim.realtime import RealtimeSimDevice
 
             gpu = device.split(":", 1)[1] if ":" in device else device
             self.device = RealtimeSimDevice(make_sim_device(gpu, model, "imagenet", host_scale=host_scale), time_scale)

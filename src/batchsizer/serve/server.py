@@ -67,7 +67,7 @@ class Serving:
 
 
 #: the device kinds serve runs on (``core.workloads.options_kind``): simulated and table devices behind a
-#: real clock (:class:`~batchsizer.serve.realtime.RealtimeSimDevice`), real ones as they are
+#: real clock (:class:`~batchsizer.sim.realtime.RealtimeSimDevice`), real ones as they are
 SERVE_KINDS = ("sim", "table", "cpu", "cuda")
 
 
@@ -94,7 +94,7 @@ def open_device(opts: ServeOptions) -> tuple[Device, Any, dict[str, Any]]:
     w = replace(w, items=1, sim_host_scale=opts.sim_host_scale if kind == "sim" else w.sim_host_scale)
     workload = open_workload(w)
     if simulated:
-        from batchsizer.serve.realtime import RealtimeSimDevice
+        from batchsizer.sim.realtime import RealtimeSimDevice
 
         try:
             device = RealtimeSimDevice(workload.device, opts.time_scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from batchsizer.io.recorder import JobRecorder, describe_cap
 from batchsizer.io.records import RecordWriter, write_json_atomic
 from batchsizer.policies import make_controller
 from batchsizer.policies.base import check_alpha
+from batchsizer.sim.realtime import RealtimeSimDevice, check_time_scale
 from batchsizer.ui.live import close_view, make_view, print_summary
 
 #: exit code when --strict stops a job whose cap cannot be met (130/143: stopped by SIGINT/SIGTERM)
@@ -76,6 +78,13 @@ DEFAULT_CAP_W = 200.0
 )
 @click.option(
     "--resume", is_flag=True, help="Continue the stopped job whose --save-outputs file is given [default: off]."
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=None,
+    help="Simulated and table devices: run in real time, this many real seconds per simulated second (1: as long "
+    "as on the card, so a --cap-file can be edited while it runs) [default: none, as fast as the CPU runs].",
 )
 @click.option(
     "--power-limit",
@@ -132,6 +141,8 @@ def run_job(o: RunOptions) -> None:
         raise ConfigError("resume", "needs --save-outputs PATH, the outputs file of the job to continue")
     if o.power_limit is not None:
         check_cap(o.power_limit, "power-limit")
+    if o.time_scale is not None:
+        check_time_scale(o.time_scale)
     _check_meter_first(o)
     if is_stdout(o.records) and is_stdout(o.json_path):
         raise ConfigError("json", "--records - and --json - would write JSON Lines and a JSON document into one stream; "
@@ -142,6 +153,8 @@ def run_job(o: RunOptions) -> None:
     if device_kind(o.workload.device) in REAL_KINDS and not o.quiet:
         click.echo(f"loading {opts.model} on {o.workload.device}…", err=True)  # seconds before the first batch
     workload = open_workload(opts)
+    if o.time_scale is not None:
+        workload = dataclasses.replace(workload, device=RealtimeSimDevice(workload.device, o.time_scale))
     try:  # whatever fails from here until the job runs closes the device (and puts back its settings)
         caps, unmetered, controller = _setup(o, workload, caps, choices)
         check_first_setting(controller.initial(), workload.device.knobs)  # before any file is opened
@@ -177,6 +190,7 @@ def run_job(o: RunOptions) -> None:
         "controller": controller.describe(),
         **describe_cap(caps),
         "power_limit_w": o.power_limit,
+        "time_scale": o.time_scale,
         "resumed_from": start,
     }
     _finish(o, summary, about, human_err)

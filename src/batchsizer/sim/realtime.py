@@ -1,7 +1,8 @@
 """A simulated GPU behind a real clock: each batch's simulated duration is really waited.
 
 The simulator runs on virtual time (a batch of ResNet-50 advances its clock by 40 ms in a few
-microseconds); a server must answer in real time. :class:`RealtimeSimDevice` maps the wall clock
+microseconds); a server must answer in real time, and a batch job run with ``--time-scale`` lasts as
+long as it would on the card (so its cap file can be edited by hand while it runs). :class:`RealtimeSimDevice` maps the wall clock
 onto the simulator's clock (``time_scale`` real seconds per simulated second; 1 by default): its
 ``clock.now()`` is the simulated time matching now; before a batch, the card idles up to now
 (``SimDevice.idle``: idle power in the trace, the power average and limiter aging); after it, the
@@ -35,12 +36,18 @@ class _MappedClock:
             time.sleep(seconds * self.device.time_scale)
 
 
+def check_time_scale(time_scale: float) -> float:
+    """``time_scale`` if it is a factor above 0 and at most 1000; ConfigError otherwise."""
+    if not (isinstance(time_scale, (int, float)) and 0 < time_scale <= 1000):
+        raise ConfigError("time-scale", f"must be a positive factor up to 1000 (1: real time), got {time_scale!r}")
+    return float(time_scale)
+
+
 class RealtimeSimDevice(Device):
     """Wraps a :class:`~batchsizer.sim.sim_device.SimDevice` so its batches take real time."""
 
     def __init__(self, inner: Any, time_scale: float = 1.0) -> None:
-        if not (isinstance(time_scale, (int, float)) and 0 < time_scale <= 1000):
-            raise ConfigError("time-scale", f"must be a positive factor (1: real time), got {time_scale!r}")
+        check_time_scale(time_scale)
         if not hasattr(inner, "idle"):
             raise ConfigError("device", f"{getattr(inner, 'name', inner)!r} is not a simulated device")
         self.inner = inner
