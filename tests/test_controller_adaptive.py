@@ -432,3 +432,16 @@ def test_under_avg_1_on_the_simulator_it_stays_under_the_cap(model: str, dataset
                           cap_rule=CapRule(1.0)).run(DynamicBatchStream(range(5000)))  # fmt: skip
     assert summary.over_cap_fraction < 0.005
     assert summary.throughput > 0
+
+
+def test_the_bound_over_the_grid_is_the_bound_at_each_of_its_settings() -> None:
+    # bound_grid works the rises in size and in level out once each; the values are bound_w's, exactly
+    rng = np.random.default_rng(3)
+    sizes, levels = all_sizes(), (544.0, 900.0, 1200.0, 1531.0)
+    m = SafeModel(sizes, levels, "clock")
+    for _ in range(12):
+        b, k = int(rng.integers(1, 257)), float(rng.choice(levels))
+        m.add(b, k, float(peak_concave(b, k) + rng.normal(0, 2)), batch_time(b, k), 0.5 * (50 + peak_concave(b, k)))
+    grid_b, grid_k = np.meshgrid(np.asarray(sizes, float), np.asarray(levels[::-1], float))
+    assert np.array_equal(m.bound_grid(levels[::-1], sizes).ravel(), m.bound_w(grid_k.ravel(), grid_b.ravel()))
+    assert np.isinf(SafeModel(sizes, levels, "clock").bound_grid(levels, sizes)).all()

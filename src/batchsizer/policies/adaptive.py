@@ -214,7 +214,7 @@ class Adaptive(Controller):
     def _choose(self, cap_w: float) -> tuple[int, float, str, bool]:
         """(size, level, why, whether it is a probe of a setting not yet measured)."""
         m = self.model
-        bound = m.bound_w(self._grid_k, self._grid_b)
+        bound = m.bound_grid(self.levels[::-1], self.sizes).ravel()  # the grid's order: levels high to low, then sizes
         power, time = self._predictions()
         speed = self._grid_b / time
         # what is known per setting, filled from the (few) settings measured, not by a pass over the grid

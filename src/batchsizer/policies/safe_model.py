@@ -318,35 +318,59 @@ class SafeModel:
         """Upper bound on power at each candidate (arrays of equal shape); +inf where nothing is measured.
         A measured setting's extension that another measured setting contradicts (it reads above what
         the extension allows there) bounds nothing: its growth assumptions failed on the plant."""
+        sources = self._bound_sources()
+        if sources is None:
+            return np.full(size_of.shape, np.inf)
+        v_i, size_rise, level_rise = sources
+        return np.exp(np.min(v_i + (size_rise(size_of) + level_rise(level_of)), axis=-1))
+
+    def bound_grid(self, levels: Sequence[float], sizes: Sequence[int]) -> np.ndarray:
+        """:meth:`bound_w` over every (level, size) pair, shape (levels, sizes), the same values: the
+        rise in size and the rise in level are each worked out once, not once per pair (a measured
+        table of 16,384 sizes at 7 limits is 115,000 candidates)."""
+        level_of, size_of = np.asarray(levels, float), np.asarray(sizes, float)
+        sources = self._bound_sources()
+        if sources is None:
+            return np.full((len(level_of), len(size_of)), np.inf)
+        v_i, size_rise, level_rise = sources
+        by_size, by_level = size_rise(size_of), level_rise(level_of)
+        return np.exp(np.stack([np.min(v_i + (by_size + lv), axis=-1) for lv in by_level]))
+
+    def _bound_sources(self):  # noqa: ANN202 - closures over the sources
+        """(log bound at each measured source, its rise in size, its rise in level), the contradicted
+        sources' bounds at +inf; None when nothing is measured."""
         pts = self.measured()
         if not pts:
-            return np.full(size_of.shape, np.inf)
+            return None
         b_i = np.array([b for b, _, _ in pts], dtype=float)
         k_i = np.array([k for _, k, _ in pts], dtype=float)
         believed = self.peaks()
         seen = np.log(np.array([believed[(b, k)] for b, k, _ in pts]))
         v_i = np.log(np.array([believed[(b, k)] + self.margin_w(b, k) for b, k, _ in pts]))
-        extend = self._extensions(b_i, k_i)
-        contradicted = (seen[:, None] > v_i + extend(k_i, b_i)).any(axis=0)
-        v_i = np.where(contradicted, np.inf, v_i)
-        return np.exp(np.min(v_i + extend(level_of, size_of), axis=-1))
+        size_rise, level_rise = self._extensions(b_i, k_i)
+        contradicted = (seen[:, None] > v_i + (size_rise(b_i) + level_rise(k_i))).any(axis=0)
+        return np.where(contradicted, np.inf, v_i), size_rise, level_rise
 
-    def _extensions(self, b_i: np.ndarray, k_i: np.ndarray):  # noqa: ANN202 - a closure over the sources
-        """A function of candidate (levels, sizes) giving, per measured source, how far log power may
-        rise from that source to each candidate (shape: candidates' shape + (sources,))."""
+    def _extensions(self, b_i: np.ndarray, k_i: np.ndarray):  # noqa: ANN202 - closures over the sources
+        """Two functions giving, per measured source, how far log power may rise from that source to a
+        candidate: one of the candidates' sizes, one of their levels (each of shape: the argument's shape
+        + (sources,)); a candidate's rise is their sum."""
         exps = {k: self.exponents(k) for k in set(k_i.tolist())}
 
-        def extend(level_of: np.ndarray, size_of: np.ndarray) -> np.ndarray:
+        def size_rise(size_of: np.ndarray) -> np.ndarray:
             db = np.log(size_of)[..., None] - np.log(b_i)
-            dk = np.log(level_of)[..., None] - np.log(k_i)
             rise = np.empty(db.shape)
             for k, growth_k in exps.items():
                 at = k_i == k
                 up, d = db[..., at] >= 0, db[..., at]
                 rise[..., at] = np.where(up, growth_k.rise(np.maximum(d, 0.0)), -growth_k.down * d)
-            return rise + np.where(dk > 0, self.prior.bound * dk, 0.0)
+            return rise
 
-        return extend
+        def level_rise(level_of: np.ndarray) -> np.ndarray:
+            dk = np.log(level_of)[..., None] - np.log(k_i)
+            return np.where(dk > 0, self.prior.bound * dk, 0.0)
+
+        return size_rise, level_rise
 
     # -- point predictions ---------------------------------------------------------------------------
 
