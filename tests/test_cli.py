@@ -322,3 +322,8 @@ def test_time_scale_runs_a_simulated_job_in_real_time_so_a_cap_file_can_be_edite
     assert wall >= 0.9 * s["duration_s"] and s["duration_s"] > 1.0 and s["time_scale"] == 1.0
     events = [json.loads(line) for line in rec.read_text().splitlines() if '"event"' in line]
     assert any(e["kind"] == "cap" and e["new"] == 150.0 for e in events), events
+
+
+def test_time_scale_below_one_is_refused_by_run() -> None:
+    result = CliRunner().invoke(cli, ["run", "--items", "50", "--time-scale", "0.2"])
+    assert result.exit_code == 2 and "time-scale: run takes 1 or more" in result.output

@@ -267,3 +267,11 @@ def test_a_relative_table_path_in_a_fleet_file_is_taken_from_the_files_folder(tm
     r = fleet("--fleet", str(conf / "fleet.toml"), "--budget", "400", "--items", "200", "--json", "s.json")
     assert r.exit_code == 0, r.output
     assert json.loads((elsewhere / "s.json").read_text())["workers"]["table-0"]["items_committed"] > 0
+
+
+def test_a_model_given_twice_in_a_fleet_file_is_an_error(tmp_path) -> None:
+    """``device = "sim:p40:mobv2"`` with ``model = "res101"``: one of them would be ignored."""
+    f = tmp_path / "fleet.toml"
+    f.write_text('[[worker]]\ndevice = "sim:p40:mobv2"\nmodel = "res101"\n')
+    r = fleet("--fleet", str(f), "--budget", "300", "--items", "50")
+    assert r.exit_code == 2 and "worker 1: 'sim:p40:mobv2' names its model; give it once" in r.output, r.output

@@ -346,8 +346,14 @@ def test_a_job_often_over_a_cap_it_could_meet_says_so() -> None:
     # Algorithm 1 on sizes 1, 16, 256 at 200 W: 16 reads under alpha * cap, so it steps up to 256, over
     result = run("run", "--controller", "batchsizer", "--sizes", "1,16,256", "-q")
     assert result.exit_code == 0, result.output
-    assert "kept returning to settings over it" in result.output and "adaptive, holds only" in result.output
+    assert "kept returning to settings over it" in result.output and "adaptive, keeps off settings" in result.output
     assert "kept returning" not in run("run", "-q", "--items", "3000").output
+    # a short job over the cap in its first probes, or over it twice only: not "returning"
+    from batchsizer.core.cap_watch import often_over_note
+
+    assert often_over_note(0.38, 2, "adaptive", 6) is None and often_over_note(0.14, 2, "adaptive", 12) is None
+    assert often_over_note(0.04, 30, "batchsizer", 50) is None
+    assert "adaptive kept returning" in often_over_note(0.2, 5, "adaptive", 12)
 
 
 @pytest.mark.parametrize(
@@ -357,9 +363,14 @@ def test_a_job_often_over_a_cap_it_could_meet_says_so() -> None:
         (["run", "--bogus"], "error: No such option '--bogus'"),
         (["runn"], "error: No such command 'runn'. (see '"),
         (["load"], "error: Missing argument 'URL'."),
+        (["run", "--cap"], "error: Option '--cap' requires an argument. (see '"),
+        (["--bogus"], "error: No such option '--bogus'"),
     ],
 )
 def test_click_usage_errors_are_one_line_too(args: list[str], says: str) -> None:
     result = run(*args)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(says), result.stderr
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in ("run", "load"):  # the help of the command the option was given to
+        assert f"{command} --help')" in result.stderr

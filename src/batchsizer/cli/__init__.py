@@ -53,9 +53,23 @@ class _Commands(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
         except click.UsageError as exc:  # an unknown option or a value of the wrong type: one line too
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
-            ctx.exit(exc.exit_code)
+            _usage_error(ctx, exc)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # the group's own options (batchsizer --bogus)
+            _usage_error(ctx, exc)
+            raise  # not reached: _usage_error exits
+
+
+def _usage_error(ctx: click.Context, exc: click.UsageError) -> None:
+    """Say a click usage error in one line, pointing at the help of the command it was given to, and exit 2."""
+    where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+    if exc.ctx is None and ctx.invoked_subcommand:  # click names no context for "requires an argument"
+        where = f"{ctx.command_path} {ctx.invoked_subcommand}"
+    click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+    ctx.exit(exc.exit_code)
 
 
 def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -70,15 +70,20 @@ class CapWatch:
 
 #: time over the cap (by the sensor) past which a job that met it at times says so in its summary
 OFTEN_OVER_SHARE = 0.05
+#: control periods and separate violations a job needs before that is said (a short job's time over the
+#: cap may be its first probes; "returning" is several excursions, not one)
+OFTEN_OVER_PERIODS = 10
+OFTEN_OVER_VIOLATIONS = 3
 
 
-def often_over_note(over_fraction: float, violations: int, controller: str) -> str | None:
-    """One line for the summary of a job over the cap ``over_fraction`` of its time although the cap
-    could be met (else CapWatch says so): the controller kept returning to settings over it, as
-    Algorithm 1 does on a coarse size list. None under OFTEN_OVER_SHARE."""
-    if not over_fraction > OFTEN_OVER_SHARE:
+def often_over_note(over_fraction: float, violations: int, controller: str, periods: int) -> str | None:
+    """One line for the summary of a job of ``periods`` control periods over the cap ``over_fraction``
+    of its time although the cap could be met (else CapWatch says so): the controller kept returning to
+    settings over it, as Algorithm 1 does on a coarse size list. None under OFTEN_OVER_SHARE,
+    OFTEN_OVER_PERIODS or OFTEN_OVER_VIOLATIONS."""
+    if not over_fraction > OFTEN_OVER_SHARE or periods < OFTEN_OVER_PERIODS or violations < OFTEN_OVER_VIOLATIONS:
         return None
-    hint = "" if controller == "adaptive" else "; the default controller, adaptive, holds only settings measured under it"
+    hint = "" if controller == "adaptive" else "; the default controller, adaptive, keeps off settings it has read over the cap"
     return (
         f"over the cap {100 * over_fraction:.1f}% of the time ({violations} violations): {controller} kept "
         f"returning to settings over it{hint}"

@@ -234,6 +234,7 @@ class ControlLoop:
         summary.cap_not_met = self.cap_watch.result()
         cap_note = self.cap_watch.note()
         if cap_note is None and summary.power_measured:
-            cap_note = often_over_note(summary.over_cap_fraction, summary.violations, self.controller.name)
+            cap_note = often_over_note(summary.over_cap_fraction, summary.violations, self.controller.name,
+                                       summary.periods)  # fmt: skip
         if cap_note is not None:
             summary.notes.append(cap_note)

@@ -197,6 +197,10 @@ def load_fleet_file(path: Path, model: str, dataset: str) -> list[GpuSpec]:
                 raise ConfigError("fleet", f"{p}: {exc.problem}") from None
         else:
             base = parse_gpu(device, str(w.get("model", model)), str(w.get("dataset", dataset)))
+            named = sorted({"model", "dataset"} & set(w) - base.defaults_used)
+            if named:  # the device text names it too: one of the two would be ignored
+                raise ConfigError("fleet", f"{p}: worker {k}: {device!r} names its {' and '.join(named)}; give "
+                                  f"{'them' if len(named) > 1 else 'it'} once, in device or as a key")  # fmt: skip
         weight = _number(w.get("weight", 1.0), f"worker {k} weight", positive=True)
         items = w.get("items")
         if items is not None and (isinstance(items, bool) or not isinstance(items, int) or items < 1):

@@ -83,8 +83,8 @@ DEFAULT_CAP_W = 200.0
     "--time-scale",
     type=float,
     default=None,
-    help="Simulated and table devices: run in real time, this many real seconds per simulated second (1: as long "
-    "as on the card, so a --cap-file can be edited while it runs) [default: none, as fast as the CPU runs].",
+    help="Simulated and table devices: run in real time, this many real seconds (1 or more) per simulated second "
+    "(1: as long as on the card, so a --cap-file can be edited while it runs) [default: none, as fast as the CPU runs].",
 )
 @click.option(
     "--power-limit",
@@ -143,6 +143,10 @@ def run_job(o: RunOptions) -> None:
         check_cap(o.power_limit, "power-limit")
     if o.time_scale is not None:
         check_time_scale(o.time_scale)
+        if o.time_scale < 1:  # the host's time between batches would count 1/scale times as the card's idle time
+            raise ConfigError("time-scale", f"run takes 1 or more (1: real time; without it the job runs as fast as "
+                              f"the CPU allows), got {o.time_scale:g}: below 1 the time between batches would "
+                              "count many times over as idle time on the simulated card")  # fmt: skip
     _check_meter_first(o)
     if is_stdout(o.records) and is_stdout(o.json_path):
         raise ConfigError("json", "--records - and --json - would write JSON Lines and a JSON document into one stream; "
@@ -153,9 +157,9 @@ def run_job(o: RunOptions) -> None:
     if device_kind(o.workload.device) in REAL_KINDS and not o.quiet:
         click.echo(f"loading {opts.model} on {o.workload.device}…", err=True)  # seconds before the first batch
     workload = open_workload(opts)
-    if o.time_scale is not None:
-        workload = dataclasses.replace(workload, device=RealtimeSimDevice(workload.device, o.time_scale))
     try:  # whatever fails from here until the job runs closes the device (and puts back its settings)
+        if o.time_scale is not None:
+            workload = dataclasses.replace(workload, device=RealtimeSimDevice(workload.device, o.time_scale))
         caps, unmetered, controller = _setup(o, workload, caps, choices)
         check_first_setting(controller.initial(), workload.device.knobs)  # before any file is opened
         total = len(workload.source) if hasattr(workload.source, "__len__") else None  # type: ignore[arg-type]
