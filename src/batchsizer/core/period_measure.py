@@ -46,7 +46,11 @@ def settled_window_peak(samples: Sequence[PowerSample], after: float, end: float
     """A bound on the highest ``window_s`` rolling mean of the setting held alone, from its readings in
     (after, end]: the mean of those readings plus ``min(1, P / window_s)`` of the highest one's excess
     over it, ``P`` the batch time (a window holds whole batches at the mean and at most one batch's
-    worth more at the peak), so that batches longer than the window are judged by their peak."""
+    worth more at the peak), so that batches longer than the window are judged by their peak.
+
+    It assumes readings that follow the batches' cycle. A sensor that averages a short window once per
+    longer update (the A100's and H100's 25 ms every 100 ms) reads the batch at scattered phases: the
+    rolling mean of its held readings then scatters around the mean by more than the added term."""
     mean = settled_mean(samples, after, end)
     peak = settled_peak(samples, after, end)
     if not (math.isfinite(mean) and math.isfinite(peak)):
