@@ -445,3 +445,19 @@ def test_the_bound_over_the_grid_is_the_bound_at_each_of_its_settings() -> None:
     grid_b, grid_k = np.meshgrid(np.asarray(sizes, float), np.asarray(levels[::-1], float))
     assert np.array_equal(m.bound_grid(levels[::-1], sizes).ravel(), m.bound_w(grid_k.ravel(), grid_b.ravel()))
     assert np.isinf(SafeModel(sizes, levels, "clock").bound_grid(levels, sizes)).all()
+
+
+def test_a_level_read_only_at_the_floor_size_is_carried_by_shifting_not_by_its_own_prior() -> None:
+    """Batch 1 at the lowest clock reads the least of all (the idle floor is taken from it): a clock
+    read at batch 1 only gets the lowest clock's curve carried up and shifted through its reading, not
+    its own prior (power in proportion to the size, idle included: 62.4 W at batch 1, 8 kW at 128)."""
+    sizes, levels = all_sizes(), (210.0, 343.0, 1410.0)
+    m = SafeModel(sizes, levels, "clock")
+    for b, p in ((1, 60.0), (2, 61.0), (8, 66.0), (64, 73.0), (256, 76.0)):
+        m.add(b, 210.0, p, 0.01 * b, p)
+    m.add(1, 343.0, 62.4, 0.007, 62.4)
+    power, _ = m.predict_level(343.0)
+    ref, _ = m.predict_level(210.0)
+    assert power[0] == pytest.approx(62.4)
+    assert 62.4 < power[127] < 200.0  # 128 at 343 MHz: the 210 MHz rise carried up by the clock's prior
+    assert np.all(np.diff(power) >= -1e-9) and power[255] - power[0] > ref[255] - ref[0]

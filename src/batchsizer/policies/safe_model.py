@@ -417,7 +417,10 @@ class SafeModel:
         """Power and time at every size at ``level``. Within the sizes measured there, its own curve;
         outside them, the shape of the level measured the widest (the curves' shape is shared across
         levels; a level scales it), carried over by the knob's exponents (learned from every reading
-        at another level) and put through this level's own nearest reading."""
+        at another level) and put through this level's own nearest reading: its dynamic part scaled to
+        it, or, where the carried curve has none at that size (the reading the floor was taken from),
+        shifted to it (a level's own prior, power in proportion to the size idle included, would
+        predict hundreds of watts from one reading at batch 1)."""
         spans = {k: self._span(k) for k in self.levels}
         ref = max(self.levels, key=lambda k: (spans[k], k))
         if spans[ref] < 0:
@@ -436,6 +439,8 @@ class SafeModel:
         for edge, part in ((lo, slice(0, lo)), (hi, slice(hi + 1, None))):
             if power[edge] - floor > 1e-6:
                 out_p[part] = floor + (power[part] - floor) * max(own[0][edge] - floor, 0.0) / (power[edge] - floor)
+            else:  # the carried curve has no dynamic part at that size to scale: shift it through the reading
+                out_p[part] = power[part] + (own[0][edge] - power[edge])
             out_t[part] = time[part] * own[1][edge] / time[edge]
         return out_p, out_t
 
