@@ -322,6 +322,9 @@ def test_time_scale_runs_a_simulated_job_in_real_time_so_a_cap_file_can_be_edite
     assert wall >= 0.9 * s["duration_s"] and s["duration_s"] > 1.0 and s["time_scale"] == 1.0
     events = [json.loads(line) for line in rec.read_text().splitlines() if '"event"' in line]
     assert any(e["kind"] == "cap" and e["new"] == 150.0 for e in events), events
+    # the wall clock runs on past the last batch: no empty period of that time at the end
+    periods = [json.loads(line) for line in rec.read_text().splitlines() if '"period"' in line]
+    assert periods and all(p["batches"] >= 1 for p in periods)
 
 
 def test_time_scale_below_one_is_refused_by_run() -> None:

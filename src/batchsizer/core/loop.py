@@ -140,7 +140,7 @@ class ControlLoop:
         finally:
             stream.close() if hasattr(stream, "close") else None
         end = clock.now()
-        if end > period.start:  # the last, partial period: accounted for, not decided on
+        if end > period.start and period.batches:  # the last, partial period: accounted for, not decided on
             close(end, cap, cap, decide=False)
         summary.duration_s = end - job_start
         power.fill(summary)
