@@ -27,6 +27,7 @@ def test_faults_outputs_records_and_plot(tmp_path) -> None:
     assert len(ids) == len(set(ids)) == 6000  # two jobs of 3000, each item once
     s = json.loads(js.read_text())
     assert s["workers"]["a100-2"]["status"] == "lost"
+    assert s["workers"]["a100-2"]["cap_over_time"][0]["t"] == 0.0  # kept by the coordinator when its worker went
     assert s["workers"]["p40-0"]["sensor_failed"]
     # from the allocation after the failure was seen (its readings stop at 2 s; the period that shows it
     # may end later), the worker is held at its lowest cap

@@ -89,6 +89,8 @@ class _Member:
     last: dict[str, Any] = field(default_factory=dict)
     lost_at: float | None = None
     why: str = ""
+    #: (time, cap) each time the worker confirmed a new cap: its record where the worker's own is lost
+    caps: list[tuple[float, float]] = field(default_factory=list)
 
 
 #: a worker that cannot get under its lowest cap gets at least this much more than what it draws there
@@ -276,6 +278,8 @@ class Fleet:
                 self._lose(m, r.why)
             else:
                 m.cap_w = float(r)
+                if not m.caps or m.caps[-1][1] != m.cap_w:
+                    m.caps.append((self.t, m.cap_w))
 
     def _apply_raises(self) -> None:
         """Raise caps as far as the budget allows, counting a lowered worker at its old cap until it confirms."""
@@ -489,7 +493,8 @@ class Fleet:
                 "why": m.why or None,
                 "items_committed": m.committed,
                 "summary": f.get("summary"),
-                "cap_over_time": f.get("cap_over_time", []),
+                # a lost worker's own record went with it: the caps it confirmed, as the coordinator kept them
+                "cap_over_time": f.get("cap_over_time") or [{"t": t, "cap_w": c} for t, c in m.caps],
                 "error": f.get("error"),
             }
         duration = self.t

@@ -215,7 +215,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         caps = w["cap_over_time"]
         click.echo(
             f"  {name:10} {w['gpu']:5} {w['model']:7} {w['status']:9} {w['items_committed']:8d} items  "
-            f"{run.get('throughput', 0.0):8.1f} items/s  last cap {caps[-1]['cap_w'] if caps else float('nan'):.0f} W"
+            f"{run.get('throughput', 0.0):8.1f} items/s  last cap " + (f"{caps[-1]['cap_w']:.0f} W" if caps else "-")
             + ("  sensor failed" if w["sensor_failed"] else "")
         )
     for e in s["events"]:
