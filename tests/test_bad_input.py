@@ -36,7 +36,7 @@ BAD = [
     (["--cap-schedule", "0:200,10"], "cap schedule", "SECONDS:WATTS"),
     (["--cap", "100", "--cap-file", "x"], "cap", "only one"),
     (["--read-only"], "read-only", "used by table devices (table:PATH.csv, sim:zeus-...) and cuda devices"),
-    (["--cap-from-gpu"], "cap-from-gpu", "not used by 'sim:p40' or the adaptive controller; used by cuda devices"),
+    (["--cap-from-gpu"], "cap-from-gpu", "not used by 'sim:p40'; used by cuda devices"),
     (["--device", "scripted", "--power-limit", "100"], "power-limit", "not used by 'scripted'"),
     (["--device", "cpu", "--sim-sensor", "average"], "sim-sensor", "used by simulated GPUs"),
     (["--device", "cuda:0", "--cap-from-gpu", "--cap", "150"], "cap", "only one of"),

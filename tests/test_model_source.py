@@ -159,7 +159,7 @@ def test_run_a_users_model_from_the_command_line(user_code: Path, tmp_path: Path
     ("args", "words"),
     [
         (["--model", "net.py:build"], "runs on real devices"),
-        (["--input-size", "64"], "input-size: not used by 'sim:p40' or the adaptive controller; used by real devices"),
+        (["--input-size", "64"], "input-size: not used by 'sim:p40'; used by real devices"),
         (["--device", "cpu", "--input-size", "4"], "input-size: must be between 8 and 4096"),
     ],
 )

@@ -66,17 +66,19 @@ def check_options_used(
     cls = controller_type(controller) if controller is not None else None
     reads = cls.accepts if cls is not None and cls.accepts is not None else None
     order = [n for n in flags if n in given] + sorted(n for n in given if n not in flags)
+    controller_universe = frozenset().union(*(c.accepts for c in CONTROLLER_TYPES.values() if c.accepts is not None))
     if accepts is not None:
         for name in order:
             if name in device_universe and name not in accepts and not (reads is not None and name in reads):
-                by = f" or the {controller} controller" if controller is not None else ""
+                # the controller is named only for an option some controller reads (a device's own option
+                # is no controller's to use)
+                by = f" or the {controller} controller" if controller is not None and name in controller_universe else ""
                 raise ConfigError(
                     _flag(name, flags).lstrip("-"),
                     f"not used by {device!r}{by}; used by {_join(users_of(name))}",
                 )
     if reads is None:
         return []
-    controller_universe = frozenset().union(*(c.accepts for c in CONTROLLER_TYPES.values() if c.accepts is not None))
     unused = [_flag(n, flags) for n in order if n in controller_universe and n not in reads and n not in device_universe]
     if not unused:
         return []
