@@ -321,10 +321,12 @@ def test_profile_csv_and_json_to_stdout(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_profile_refuses_items_on_a_simulated_device() -> None:
-    # its points run --batches batches at each size: --items would set nothing there
+    # its points run --batches batches at each size: --items would set nothing there, and its help says so
     result = run("profile", "--items", "500", "--sizes", "1,4", "--batches", "2")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "items: profile runs --batches 2 batches" in result.output
+    assert "refused on sim and table devices" in " ".join(run("profile", "--help").output.split())
+    assert "refused on sim" not in run("run", "--help").output  # run's --items keeps its own help
 
 
 def test_long_lists_of_allowed_values_are_shortened_in_messages() -> None:

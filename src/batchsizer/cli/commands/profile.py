@@ -354,3 +354,15 @@ def command(**kw: Any) -> None:
         write_json_atomic(kw["json_path"], {"workload": workload.info, "device": device, **result})
     if kw["csv_path"] is not None:
         write_csv(kw["csv_path"], result["rows"])
+
+
+def _profile_items_help(cmd: click.Command) -> None:
+    """profile's --items is the pool of synthetic images on a real device only (its points run --batches
+    per size; sim and table devices refuse it): its help says so, not the workload's shared one."""
+    for param in cmd.params:
+        if param.name == "items" and isinstance(param, click.Option):
+            param.help = ("Real devices with synthetic input: how many images the points cycle through (each point runs "
+                          "--batches batches); refused on sim and table devices.")  # fmt: skip
+
+
+_profile_items_help(command)
