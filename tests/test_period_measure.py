@@ -8,7 +8,7 @@ import math
 import pytest
 
 from batchsizer.core.cap_rule import CapRule, judged
-from batchsizer.core.period_measure import PeriodMeasure, settled_mean, settled_peak, settled_window_peak
+from batchsizer.core.period_measure import PeriodMeasure, settled_peak, settled_readings, settled_window_peak
 from batchsizer.core.period_timer import PeriodTimer, SensorTiming, Window
 from batchsizer.core.reading_filter import CheckedReadings
 from batchsizer.core.telemetry import PowerSample, empty_window, summarize
@@ -80,8 +80,8 @@ def test_settled_peak_is_over_after_and_up_to_end() -> None:
 def test_settled_mean_weights_each_reading_by_how_long_it_held() -> None:
     samples = [S(0.0, 0.0), S(0.1, 100.0), S(0.4, 200.0)]
     # after 0.0: 100 W held 0.3 s, 200 W held 0.1 s (to the end, 0.5 s)
-    assert settled_mean(samples, 0.0, 0.5) == pytest.approx(125.0)
-    assert math.isnan(settled_mean(samples, 0.4, 0.5))
+    assert settled_readings(samples, 0.0, 0.5).mean_w == pytest.approx(125.0)
+    assert math.isnan(settled_readings(samples, 0.4, 0.5).mean_w)
 
 
 def test_the_window_bound_is_the_mean_for_short_batches_and_the_peak_for_long_ones() -> None:

@@ -88,4 +88,3 @@ def often_over_note(over_fraction: float, violations: int, controller: str, peri
         f"over the cap {100 * over_fraction:.1f}% of the time ({violations} violations): {controller} kept "
         f"returning to settings over it{hint}"
     )
-

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from batchsizer.core.cap_rule import PEAK, CapRule, judged
 from batchsizer.core.period_timer import UNKNOWN_TIMING, PeriodTimer, SensorTiming
 from batchsizer.core.reading_filter import CheckedReadings
-from batchsizer.core.telemetry import PowerSample
+from batchsizer.core.telemetry import PowerSample, PowerWindow, summarize
 from batchsizer.core.types import Observation, Setting
 
 
@@ -28,18 +28,10 @@ def settled_peak(samples: Sequence[PowerSample], after: float, end: float) -> fl
     return max((s.watts for s in samples if after < s.t <= end), default=math.nan)
 
 
-def settled_mean(samples: Sequence[PowerSample], after: float, end: float) -> float:
-    """The time-weighted mean of the held readings over (after, end], counting only readings published
-    after ``after`` (each holds until the next, the last until ``end``); NaN when there is none."""
-    kept = [s for s in samples if after < s.t <= end]
-    if not kept:
-        return math.nan
-    area = span = 0.0
-    for s, nxt in zip(kept, [*kept[1:], None]):
-        hold = (nxt.t if nxt is not None else end) - s.t
-        area += s.watts * hold
-        span += hold
-    return area / span if span > 0 else kept[-1].watts
+def settled_readings(samples: Sequence[PowerSample], after: float, end: float) -> PowerWindow:
+    """Peak and time-weighted mean of the readings published in (after, end], each held until the next
+    (the last until ``end``): ``summarize`` of those readings alone; NaN where there is none."""
+    return summarize([s for s in samples if after < s.t <= end], after, end)
 
 
 def settled_window_peak(samples: Sequence[PowerSample], after: float, end: float, batch_s: float, window_s: float) -> float:
@@ -51,8 +43,8 @@ def settled_window_peak(samples: Sequence[PowerSample], after: float, end: float
     It assumes readings that follow the batches' cycle. A sensor that averages a short window once per
     longer update (the A100's and H100's 25 ms every 100 ms) reads the batch at scattered phases: the
     rolling mean of its held readings then scatters around the mean by more than the added term."""
-    mean = settled_mean(samples, after, end)
-    peak = settled_peak(samples, after, end)
+    window = settled_readings(samples, after, end)
+    mean, peak = window.mean_w, window.peak_w
     if not (math.isfinite(mean) and math.isfinite(peak)):
         return math.nan
     return mean + min(1.0, batch_s / window_s) * max(peak - mean, 0.0)
