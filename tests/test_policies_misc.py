@@ -41,6 +41,25 @@ def test_aimd_hand_trace() -> None:
     assert a.decide(obs(1, math.nan)).reason == "no-reading"
 
 
+def test_aimd_keeps_the_size_list() -> None:
+    # the target steps +4 as without a list; the batch run is the largest listed size at or below it
+    a = Aimd(sizes=(1, 16, 256))
+    size = a.initial().batch_size
+    assert size == 1
+    seen = []
+    for peak in (50, 50, 50, 50, 50, 150, 150):
+        size = a.decide(obs(size, peak)).setting.batch_size
+        seen.append(size)
+    # targets 5, 9, 13, 17, 21 -> 1, 1, 1, 16, 16; over: floor(16*0.9)=14 -> 1, then floor(1*0.9) -> 1
+    assert seen == [1, 1, 1, 16, 16, 1, 1]
+    assert all(s in (1, 16, 256) for s in seen)
+    assert a.describe()["sizes"] == [1, 16, 256]
+    assert make_controller("aimd", sizes=(4, 8, 32)).initial().batch_size == 4
+    assert make_controller("aimd", sizes=(4, 8, 32), initial=8).initial().batch_size == 8
+    with pytest.raises(ConfigError, match="initial batch size"):
+        make_controller("aimd", sizes=(4, 8, 32), initial=5)
+
+
 def test_aimd_bad_options() -> None:
     with pytest.raises(ConfigError, match="aimd decrease"):
         Aimd(decrease=1.0)

@@ -59,8 +59,11 @@ def _static(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
 
 
 def _aimd(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:
-    sizes = o.get("sizes") or knobs.default_sizes(DEFAULT_BATCH_SIZES)
-    return Aimd(initial=_given(o, "initial", 1), max_batch_size=max(sizes))
+    # the user's list is kept (the batch run snaps to it); without one, every whole size up to the
+    # device's largest default size, as the released baseline steps
+    if o.get("sizes"):
+        return Aimd(initial=o.get("initial"), sizes=o["sizes"])
+    return Aimd(initial=_given(o, "initial", 1), max_batch_size=max(knobs.default_sizes(DEFAULT_BATCH_SIZES)))
 
 
 def _adaptive(knobs: DeviceKnobs, o: dict[str, Any]) -> Controller:

@@ -81,7 +81,7 @@ def _hw_limit(ctx: MethodContext) -> Plan:
 
 
 def _aimd(ctx: MethodContext) -> Plan:
-    return Plan(make_controller("aimd", ctx.knobs, sizes=DEFAULT_BATCH_SIZES, initial=1))
+    return Plan(make_controller("aimd", ctx.knobs, initial=1))  # every whole size, as the released baseline
 
 
 def _batchdvfs(ctx: MethodContext) -> Plan:
