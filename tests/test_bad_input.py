@@ -28,6 +28,7 @@ BAD = [
     (["--sizes", "0,1,2"], "sizes", ""),
     (["--sizes", "8,4,2"], "sizes", ""),
     (["--sizes", "1,x"], "sizes", "whole numbers"),
+    (["--sizes", "1,,4"], "sizes", "empty value between commas"),
     (["--alpha", "1.5"], "alpha", "between 0 and 1"),
     (["--alpha", "0"], "alpha", "between 0 and 1"),
     (["--controller", "batchsizer", "--initial", "3"], "initial", "one of"),

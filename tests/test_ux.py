@@ -329,6 +329,15 @@ def test_profile_refuses_items_on_a_simulated_device() -> None:
     assert "refused on sim" not in run("run", "--help").output  # run's --items keeps its own help
 
 
+def test_profile_refuses_an_empty_value_in_its_lists() -> None:
+    # "1,,4" was read as 1,4 (a missing value dropped silently); a trailing comma stays allowed
+    for option in ("--sizes", "--clocks"):
+        result = run("profile", option, "1,,4", "--batches", "2")
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "empty value between commas" in result.output
+    assert run("profile", "--sizes", "1,4,", "--batches", "2", "--warmup", "0", "--csv", "-").exit_code == 0
+
+
 def test_long_lists_of_allowed_values_are_shortened_in_messages() -> None:
     from batchsizer.errors import describe_values
 

@@ -70,7 +70,11 @@ def warn(message: str) -> None:
 
 def parse_int_list(text: str, field: str) -> tuple[int, ...]:
     """``"1,2,4,8"`` -> (1, 2, 4, 8), with a message naming the field when it is not that."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # a trailing comma is no missing value
+    if not all(parts):
+        raise ConfigError(field, f"has an empty value between commas; give whole numbers like 1,2,4,8, got {text!r}")
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
