@@ -244,6 +244,27 @@ def test_config_lists_still_work_for_comma_separated_options(tmp_path: Path) -> 
     assert json.loads((tmp_path / "s.json").read_text())["controller"]["sizes"] == [1, 2, 4]
 
 
+def test_config_paths_are_taken_from_the_config_files_folder(tmp_path: Path, monkeypatch) -> None:
+    # a config names its table and outputs relative to itself, and works from any working folder
+    job = tmp_path / "job"
+    job.mkdir()
+    rows = [(1, 20.0, 80.0, 110.0), (4, 60.0, 110.0, 150.0), (16, 120.0, 140.0, 190.0)]
+    lines = ["batch_size,throughput,mean_w,peak_w,idle_w"] + [f"{b},{t},{m},{p},50" for b, t, m, p in rows]
+    (job / "t.csv").write_text("\n".join(lines) + "\n")
+    (job / "run.toml").write_text('device = "table:t.csv"\ncap = 170\njson = "out/s.json"\nrecords = "r.jsonl"\n')
+    (job / "out").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("run", "-q", "--items", "300", "--config", "../job/run.toml")
+    assert result.exit_code == 0, result.output
+    assert json.loads((job / "out" / "s.json").read_text())["items"] == 300
+    assert (job / "r.jsonl").exists() and not list(elsewhere.iterdir())
+    # flags on the command line stay relative to the working folder
+    result = run("run", "-q", "--items", "300", "--config", "../job/run.toml", "--json", "here.json")
+    assert result.exit_code == 0 and (elsewhere / "here.json").exists()
+
+
 def test_verbose_after_the_subcommand_too() -> None:
     import logging
 

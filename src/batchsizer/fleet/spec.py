@@ -92,28 +92,16 @@ def _table_prefix(text: str) -> str:
     return head if head.startswith("zeus-") else "table"
 
 
-def _absolute(text: str, base: Path | None = None) -> str:
-    """``table:PATH[:SELECTOR]`` with PATH made absolute, a relative one taken from ``base`` (the fleet
-    file's folder) or else the working folder; a ``sim:zeus-`` name as it is."""
-    if not text.strip().lower().startswith("table:"):
-        return text.strip()
-    from batchsizer.sim.table_plant import parse_table_name
-
-    path, selector = parse_table_name(text)
-    if base is not None and not path.is_absolute():
-        path = base / path
-    return f"table:{path.resolve()}" + (f":{selector}" if selector else "")
-
-
 def parse_table(text: str, worker: str, base: Path | None = None) -> GpuSpec:
     """A table worker: the table read and checked once (ConfigError naming ``worker`` and the problem;
     DataUnavailable, with ``run``'s message, for a ``sim:zeus-`` name when the shipped data is absent).
     A relative path is taken from ``base`` where given (a fleet file's folder)."""
     from batchsizer.io.shared_data import DataUnavailable
+    from batchsizer.sim.table_plant import absolute_table_name
 
     raw = text.strip()
     try:
-        device = _absolute(raw, base)
+        device = absolute_table_name(raw, base)
         opened = open_table(device)
     except DataUnavailable as exc:
         raise DataUnavailable(f"worker {worker} ({raw}): {exc}") from None

@@ -1,7 +1,9 @@
 """``--config FILE``: a TOML file whose keys are a command's option names; flags on the command line win.
 
 ``cap = 150``, ``controller = "dvfs"``, ``save-outputs = "out.jsonl"`` (dashes or underscores).
-An unknown key is an error that lists the allowed ones, so a typo never silently does nothing.
+An unknown key is an error that lists the allowed ones, so a typo never silently does nothing. A
+relative path in the file (a file or folder option, a ``table:`` device's CSV) is taken from the
+file's own folder, as a fleet file's tables are, so a config works from any working folder.
 """
 
 from __future__ import annotations
@@ -60,7 +62,24 @@ def load_config(path: Path, command: click.Command) -> dict[str, Any]:
     if nested:
         raise ConfigError("config", f"{path}: {', '.join(nested)} must be a value, not a table")
     params = {p.name: p for p in command.params}
-    return {keys[k]: _checked(path, k, v, params[keys[k]]) for k, v in data.items()}
+    return {
+        keys[k]: _from_folder(path.parent, _checked(path, k, v, params[keys[k]]), params[keys[k]])
+        for k, v in data.items()
+    }
+
+
+def _from_folder(folder: Path, value: Any, param: click.Parameter) -> Any:
+    """``value`` with a relative path in it taken from ``folder``: a path option's value (``-``,
+    standard output, as it is) and a ``table:`` device's CSV."""
+    if not isinstance(value, str):
+        return value
+    if isinstance(param.type, click.Path) and value != "-" and not Path(value).is_absolute():
+        return str(folder / value)
+    if param.name == "device" and value.strip().lower().startswith("table:"):
+        from batchsizer.sim.table_plant import absolute_table_name
+
+        return absolute_table_name(value, folder)
+    return value
 
 
 def _toml(value: Any) -> str:
@@ -94,7 +113,9 @@ def _checked(path: Path, key: str, value: Any, param: click.Parameter) -> Any:
         value = ",".join(map(str, value))
     if isinstance(kind, click.types.IntParamType) and (isinstance(value, bool) or not isinstance(value, int)):
         raise bad("must be a whole number" + (" (without quotes)" if isinstance(value, str) else ""))
-    if isinstance(kind, click.types.FloatParamType) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+    if isinstance(kind, click.types.FloatParamType) and (
+        isinstance(value, bool) or not isinstance(value, (int, float))
+    ):
         raise bad("must be a number" + (" (without quotes)" if isinstance(value, str) else ""))
     if isinstance(kind, (click.types.StringParamType, click.Choice, click.Path)) and not isinstance(value, str):
         raise bad("must be text in quotes")

@@ -367,6 +367,18 @@ def parse_table_name(name: str) -> tuple[Path, str | None]:
     return Path(text), None
 
 
+def absolute_table_name(text: str, base: Path | None = None) -> str:
+    """``table:PATH[:SELECTOR]`` with PATH made absolute, a relative one taken from ``base`` (the folder
+    of the file that named it: a fleet file, a ``--config`` file) or else the working folder; any other
+    device name as it is."""
+    if not text.strip().lower().startswith("table:"):
+        return text.strip()
+    path, selector = parse_table_name(text)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return f"table:{path.resolve()}" + (f":{selector}" if selector else "")
+
+
 def open_table_device(
     name: str,
     seed: int = 0,
