@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from batchsizer.core.types import DeviceKnobs
 from batchsizer.errors import ConfigError
 from batchsizer.policies import CONTROLLERS, DEFAULT_BATCH_SIZES, make_controller
+from batchsizer.policies.aimd import Aimd
 from batchsizer.policies.static import Static
 from batchsizer.repro.jobs import Job
 from batchsizer.repro.runner import Plan
@@ -81,7 +82,8 @@ def _hw_limit(ctx: MethodContext) -> Plan:
 
 
 def _aimd(ctx: MethodContext) -> Plan:
-    return Plan(make_controller("aimd", ctx.knobs, initial=1))  # every whole size, as the released baseline
+    # every whole size up to the paper's largest, as the released baseline, whatever the device's range
+    return Plan(Aimd(initial=1, max_batch_size=max(DEFAULT_BATCH_SIZES)))
 
 
 def _batchdvfs(ctx: MethodContext) -> Plan:
